@@ -1,0 +1,129 @@
+"""The `bnexp` command: `run` (Hydra), `figures` and `reproduce`. The only module that exits."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bnexp import __version__
+from bnexp.config import UserError, register_schema
+
+log = logging.getLogger("bnexp")
+
+USAGE = f"""\
+bnexp {__version__}: reproduce, measure and explain the published findings about Batch Normalization.
+
+usage:
+  bnexp run [OVERRIDES...]                 one training run, e.g. bnexp run norm=batch act=sigmoid depth=10
+  bnexp run -m [OVERRIDES...]              a Hydra multirun sweep, e.g. bnexp run -m norm=batch,none depth=3,10
+  bnexp figures PATH... [--out DIR]        comparison figures from runs and sweeps
+  bnexp reproduce NAME [--out DIR] [scale=quick|paper] [OVERRIDES...]
+                                           a published finding: runs, figures, verdicts
+  bnexp reproduce --list                   the findings bnexp knows
+
+`bnexp run --help` lists every config key and its default; `bnexp run --cfg job` prints the
+resolved config. Hydra flags (-m, --cfg, --info, --multirun) go before the overrides.
+"""
+
+
+def slug(override_dirname: str) -> str:
+    """A directory-name-safe form of a run's overrides ("base" when there are none)."""
+    text = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)[:120]
+    return text or "base"
+
+
+OmegaConf.register_new_resolver("bnexp_slug", slug, replace=True)
+register_schema()
+
+
+def launcher_parallel_jobs() -> int:
+    """How many jobs run at once under the configured Hydra launcher (1 for the basic one)."""
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", ""))
+    if "joblib" not in target.lower():
+        return 1
+    n_jobs = int(launcher.get("n_jobs", -1) or -1)
+    from bnexp.runner import default_threads
+
+    cores = default_threads(1)
+    return cores + 1 + n_jobs if n_jobs < 0 else n_jobs
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bnexp.configs", config_name="config")
+def hydra_run(cfg: DictConfig) -> str | None:
+    from bnexp.runner import default_threads, execute
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    threads = cfg.threads or default_threads(launcher_parallel_jobs() if multirun else 1)
+    try:
+        return execute(cfg, run_dir, threads=threads, show_progress=not multirun)
+    except UserError as error:
+        if not multirun:
+            print(f"bnexp: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        log.error("job %s failed: %s", run_dir, error)
+        return "failed"
+    except KeyboardInterrupt:
+        print(f"\nbnexp: interrupted; what was logged is in {run_dir}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # a bug, not a user error: keep the sweep going, keep the trace
+        if not multirun:
+            raise
+        log.exception("job %s failed: %s: %s (traceback in its meta.json)", run_dir, type(error).__name__, error)
+        return "failed"
+
+
+def run_command(args: list[str]) -> int:
+    from bnexp.sweep import LAST_SWEEP
+
+    sys.argv = ["bnexp", *args]
+    LAST_SWEEP.clear()
+    hydra_run()
+    statuses = LAST_SWEEP.get("statuses")
+    if statuses and (statuses.get("failed", 0) or statuses.get("interrupted", 0)):
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "--version":
+        print(f"bnexp {__version__}")
+        return 0
+    try:
+        if command == "run":
+            return run_command(rest)
+        if command == "figures":
+            from bnexp.figures import main as figures_main
+
+            return figures_main(rest)
+        if command == "reproduce":
+            from bnexp.reproduce import main as reproduce_main
+
+            return reproduce_main(rest)
+    except UserError as error:
+        print(f"bnexp: error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"bnexp: error: unknown command {command!r}. Valid commands: run, figures, reproduce "
+        "(see `bnexp --help`).",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def entry() -> None:
+    sys.exit(main())

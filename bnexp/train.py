@@ -1,0 +1,159 @@
+"""The training loop: one function that reads top to bottom.
+
+Every `log_every` steps it measures each hidden layer (stats.py) on the current batch, the
+tracked unit on the fixed probe batch, and hands the rows to `on_log`; the rest of the steps
+run the bare model. No files, no printing: the caller decides where rows go.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bnexp.config import Config, eval_interval, log_interval
+from bnexp.data import InMemoryData, batch_indices
+from bnexp.models import build_model, hidden_blocks
+from bnexp.probes import capture, probe_pre_activations
+from bnexp.stats import UPDATE_RATIO_COLUMN, layer_stats, update_ratio
+
+# on_log(metrics_row, layer_rows): metrics_row follows records.METRICS_COLUMNS; layer_rows are
+# [step, layer, *stats.LAYER_STATS] lists, one per hidden layer.
+LogSink = Callable[[list, list[list]], None]
+
+
+@dataclass
+class Outcome:
+    status: str  # "completed" or "diverged"
+    steps_done: int  # optimiser steps taken
+    diverged_at_step: int | None
+    wall_seconds: float  # training loop only, data loading excluded
+    steps_per_second: float
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    opt = cfg.optim
+    if opt.name.value == "adam":
+        return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    momentum = opt.momentum if opt.name.value == "momentum" else 0.0
+    return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=momentum, weight_decay=opt.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[float, float]:
+    """Test loss and accuracy in eval mode, i.e. with the norms' running statistics."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(data.y_test), chunk):
+        x = data.to_float(data.x_test[start : start + chunk])
+        y = data.y_test[start : start + chunk]
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = len(data.y_test)
+    return loss_sum / n, correct / n
+
+
+def measure_layers(cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor) -> Tensor:
+    """All layers' statistics at this step (before the update), as one tensor: layers × stats."""
+    probe_pre = probe_pre_activations(model, blocks, probe_x)
+    rows = [
+        layer_stats(
+            act=cfg.act.value, weight=block.weight_layer.weight, pre=seen.pre[i], output=seen.act[i],
+            grad_output=seen.grad_act[i], probe_pre=probe_pre[i], unit=cfg.track_unit, norm=block.norm,
+        )  # fmt: skip
+        for i, block in enumerate(blocks)
+    ]
+    return torch.stack(rows)
+
+
+def train(
+    cfg: Config,
+    data: InMemoryData,
+    on_log: LogSink,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> Outcome:
+    """Trains the network `cfg` describes for cfg.steps optimiser steps.
+
+    Step t's row describes the network after t updates: its statistics come from the forward
+    and backward pass on batch t, its test metrics from the weights before update t. A final
+    row at t = cfg.steps measures the trained network (no update follows it).
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    model.train()
+    blocks = hidden_blocks(model)
+    optimizer = build_optimizer(cfg, model)
+    lr = optimizer.param_groups[0]["lr"]
+    batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
+    augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
+    probe_x = data.to_float(data.x_test[: cfg.probe_size])
+    log_every, eval_every = log_interval(cfg), eval_interval(cfg)
+
+    loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+    start = time.perf_counter()
+    for step in range(cfg.steps + 1):
+        index = next(batches)
+        x, y = data.to_float(data.x_train[index]), data.y_train[index]
+        if augment is not None:
+            x = augment(x, augment_generator)
+        logged = step % log_every == 0 or step == cfg.steps
+
+        if logged:
+            with capture(blocks) as seen:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+        else:
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+
+        loss_value = loss.item()
+        diverged = not math.isfinite(loss_value)
+        loss_sum += loss_value
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen_samples += len(y)
+        seen_steps += 1
+
+        if logged or diverged:
+            stats = measure_layers(cfg, model, blocks, seen, probe_x) if logged else None
+            test_loss, test_acc = (
+                evaluate(model, data) if (step % eval_every == 0 or step == cfg.steps) and not diverged else (None, None)
+            )
+            weights_before = [b.weight_layer.weight.detach().clone() for b in blocks]
+        if step < cfg.steps and not diverged:
+            optimizer.step()
+        if logged or diverged:
+            if stats is not None and step < cfg.steps and not diverged:
+                stats[:, UPDATE_RATIO_COLUMN] = torch.stack(
+                    [update_ratio(b.weight_layer.weight, w) for b, w in zip(blocks, weights_before)]
+                )
+            elapsed = time.perf_counter() - start
+            metrics_row = [
+                step, loss_sum / seen_steps, correct.item() / seen_samples,
+                test_loss, test_acc, lr, round(elapsed, 3),
+            ]  # fmt: skip
+            layer_rows = (
+                [[step, i + 1, *values] for i, values in enumerate(stats.tolist())] if stats is not None else []
+            )
+            on_log(metrics_row, layer_rows)
+            loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+            if progress is not None:
+                progress(step, metrics_row[1])
+        if diverged:
+            wall = time.perf_counter() - start
+            return Outcome("diverged", step, step, wall, step / wall if wall > 0 else 0.0)
+
+    wall = time.perf_counter() - start
+    return Outcome("completed", cfg.steps, None, wall, cfg.steps / wall if wall > 0 else 0.0)
