@@ -121,7 +121,7 @@ class Config:
     eval_every: int | None = None  # None: about 20 evaluations per run
     seed: int = 0
     track_unit: int = 0  # the unit (channel) whose probe percentiles are logged
-    probe_size: int = 500  # held-out images in the fixed probe batch
+    probe_size: int = 256  # held-out images in the fixed probe batch
     threads: int | None = None  # torch threads; None: cores / parallel jobs
     plots: bool = True  # draw the run's own figures at the end
 

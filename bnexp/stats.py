@@ -1,5 +1,10 @@
-"""Per-layer statistics as tensors. Pure: no hooks, no I/O; the caller moves the result to the
-host once per log step (one `.tolist()` for all layers), never one `.item()` per number.
+"""Per-layer statistics as tensors. Pure: no hooks, no I/O.
+
+Each function takes one tensor per hidden layer and returns a (layers × k) tensor, so that the
+caller moves everything to the host once per log step (one `.tolist()`), never one `.item()`
+per number. When every layer's tensor has the same shape (an MLP of constant width), the
+layers are stacked and each statistic is a single batched op: a log step then costs a few
+dozen kernel launches whatever the depth.
 """
 
 from __future__ import annotations
@@ -7,7 +12,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 # The layers.csv statistics, in contract order (DESIGN.md section 5); `step, layer` come first.
 LAYER_STATS = [
@@ -18,12 +23,11 @@ LAYER_STATS = [
     "gamma_mean", "gamma_std", "beta_mean", "beta_std",
     "running_mean_mean", "running_var_mean",
 ]  # fmt: skip
-
 UPDATE_RATIO_COLUMN = LAYER_STATS.index("update_ratio")
 
 PERCENTILES = (0.15, 0.50, 0.85)
 # Percentiles of larger tensors are estimated on this many elements, so that a log step costs
-# the same at any batch size (a CNN feature map holds millions).
+# the same at any batch size (a CNN feature map holds millions). Moments stay exact.
 PERCENTILE_SAMPLE = 65_536
 
 NAN = float("nan")
@@ -36,105 +40,144 @@ def _sample_index(numel: int, size: int) -> Tensor:
     return torch.randint(numel, (size,), generator=generator)
 
 
-def percentiles(values: Tensor, sample: int = PERCENTILE_SAMPLE) -> Tensor:
-    """The 15th, 50th and 85th percentiles of all elements (linear interpolation)."""
-    flat = values.detach().reshape(-1).float()
-    if flat.numel() > sample:
-        flat = flat[_sample_index(flat.numel(), sample)]
-    return torch.quantile(flat, torch.tensor(PERCENTILES))
+def _flat(values: Tensor) -> Tensor:
+    return values.detach().reshape(-1).float()
 
 
-def moments(values: Tensor) -> Tensor:
-    """mean, std, min, max of all elements: exact."""
-    flat = values.detach().reshape(-1).float()
-    std = flat.std() if flat.numel() > 1 else flat.new_tensor(NAN)
-    return torch.stack([flat.mean(), std, flat.min(), flat.max()])
+def _rows(tensors: list[Tensor]) -> Tensor | None:
+    """The layers' values as one (layers × n) matrix, if they all have the same size."""
+    flats = [_flat(t) for t in tensors]
+    if len({f.numel() for f in flats}) == 1:
+        return torch.stack(flats)
+    return None
 
 
-def saturation_fraction(act: str, output: Tensor) -> Tensor:
-    """Fraction of activation outputs in the flat, gradient-starved region of the nonlinearity.
+def moments(tensors: list[Tensor]) -> Tensor:
+    """mean, std, min, max of all elements of each tensor: exact. (layers × 4)"""
+    matrix = _rows(tensors)
+    if matrix is not None:
+        return torch.stack([matrix.mean(1), matrix.std(1), matrix.amin(1), matrix.amax(1)], dim=1)
+    return torch.cat([moments([t]) for t in tensors])
 
-    sigmoid: output < 0.05 or > 0.95 (|input| > 2.94); tanh: |output| > 0.97; relu: output == 0.
+
+def percentiles(tensors: list[Tensor], sample: int = PERCENTILE_SAMPLE) -> Tensor:
+    """15th, 50th, 85th percentile of each tensor's elements (linear interpolation). (layers × 3)"""
+    flats = []
+    for t in tensors:
+        flat = _flat(t)
+        flats.append(flat[_sample_index(flat.numel(), sample)] if flat.numel() > sample else flat)
+    q = torch.tensor(PERCENTILES)
+    if len({f.numel() for f in flats}) == 1:
+        return torch.quantile(torch.stack(flats), q, dim=1).T
+    return torch.stack([torch.quantile(f, q) for f in flats])
+
+
+def saturation_fraction(act: str, outputs: list[Tensor]) -> Tensor:
+    """Fraction of activation outputs in the flat, gradient-starved part of the nonlinearity.
+
+    sigmoid: output < 0.05 or > 0.95 (|input| > 2.94); tanh: |output| > 0.97; relu: output == 0;
+    identity has no flat part (NaN). (layers × 1)
     """
-    output = output.detach()
-    if act == "sigmoid":
-        saturated = (output < 0.05) | (output > 0.95)
-    elif act == "tanh":
-        saturated = output.abs() > 0.97
-    elif act == "relu":
-        saturated = output == 0
-    else:  # identity has no flat region
-        return output.new_tensor(NAN)
-    return saturated.float().mean()
+    if act not in ("sigmoid", "tanh", "relu"):
+        return torch.full((len(outputs), 1), NAN)
+
+    def fraction(out: Tensor) -> Tensor:
+        if act == "sigmoid":
+            saturated = (out < 0.05) | (out > 0.95)
+        elif act == "tanh":
+            saturated = out.abs() > 0.97
+        else:
+            saturated = out == 0
+        return saturated.float().mean(dim=-1)
+
+    matrix = _rows(outputs)
+    if matrix is not None:
+        return fraction(matrix).unsqueeze(1)
+    return torch.stack([fraction(_flat(o)) for o in outputs]).unsqueeze(1)
+
+
+def mean_abs(tensors: list[Tensor | None]) -> Tensor:
+    """mean |x| of each tensor; NaN where a tensor is missing. (layers × 1)"""
+    values = [t.detach().abs().mean() if t is not None else torch.tensor(NAN) for t in tensors]
+    return torch.stack(values).unsqueeze(1)
+
+
+def weight_gradient_stats(weights: list[Tensor]) -> Tensor:
+    """mean |dL/dW|, ||dL/dW||_2 and std(dL/dW) / std(W) per layer. (layers × 3)"""
+    rows = []
+    for weight in weights:
+        if weight.grad is None:
+            rows.append(torch.full((3,), NAN))
+            continue
+        grad = weight.grad.detach()
+        rows.append(torch.stack([grad.abs().mean(), grad.norm(), grad.std() / weight.detach().std()]))
+    return torch.stack(rows)
+
+
+def update_ratios(weights_after: list[Tensor], weights_before: list[Tensor]) -> Tensor:
+    """||ΔW|| / ||W|| of one optimiser step, W taken before the step. (layers,)"""
+    return torch.stack(
+        [(after.detach() - before).norm() / before.norm() for after, before in zip(weights_after, weights_before)]
+    )
 
 
 def unit_values(pre: Tensor, unit: int) -> Tensor:
-    """All values of one unit (MLP: a column) or channel (CNN: N×H×W values)."""
+    """All values of one unit (MLP: a column) or channel (CNN: its N×H×W values)."""
     return pre.detach()[:, unit]
 
 
-def weight_gradient_stats(weight: Tensor) -> Tensor:
-    """mean |dL/dW|, ||dL/dW||_2 and std(dL/dW) / std(W)."""
-    grad = weight.grad.detach() if weight.grad is not None else torch.full_like(weight, NAN)
-    return torch.stack([grad.abs().mean(), grad.norm(), grad.std() / weight.detach().std()])
-
-
-def update_ratio(weight_after: Tensor, weight_before: Tensor) -> Tensor:
-    """||ΔW|| / ||W|| of one optimiser step (W before the step)."""
-    return (weight_after.detach() - weight_before).norm() / weight_before.norm()
-
-
-def summary_or_nan(values: Tensor | None, count: int) -> Tensor:
+def _mean_std(values: Tensor | None) -> list[Tensor]:
     if values is None:
-        return torch.full((count,), NAN)
+        return [torch.tensor(NAN), torch.tensor(NAN)]
     values = values.detach().float()
-    std = values.std() if values.numel() > 1 else values.new_tensor(NAN)
-    return torch.stack([values.mean(), std])
+    std = values.std() if values.numel() > 1 else torch.tensor(NAN)
+    return [values.mean(), std]
 
 
-def norm_parameter_stats(norm: torch.nn.Module) -> Tensor:
-    """gamma mean/std, beta mean/std, mean running mean, mean running variance (NaN if absent)."""
-    gamma = getattr(norm, "weight", None)
-    beta = getattr(norm, "bias", None)
-    running_mean = getattr(norm, "running_mean", None)
-    running_var = getattr(norm, "running_var", None)
-    running = torch.stack([
-        running_mean.mean() if running_mean is not None else torch.tensor(NAN),
-        running_var.mean() if running_var is not None else torch.tensor(NAN),
-    ])  # fmt: skip
-    return torch.cat([summary_or_nan(gamma, 2), summary_or_nan(beta, 2), running])
+def norm_parameter_stats(norms: list[nn.Module]) -> Tensor:
+    """gamma mean/std, beta mean/std, mean running mean, mean running variance. (layers × 6)
+
+    NaN where a norm has no such parameter (no norm, affine=false, or no running statistics).
+    """
+    rows = []
+    for norm in norms:
+        running_mean = getattr(norm, "running_mean", None)
+        running_var = getattr(norm, "running_var", None)
+        rows.append(torch.stack([
+            *_mean_std(getattr(norm, "weight", None)),
+            *_mean_std(getattr(norm, "bias", None)),
+            running_mean.mean() if running_mean is not None else torch.tensor(NAN),
+            running_var.mean() if running_var is not None else torch.tensor(NAN),
+        ]))  # fmt: skip
+    return torch.stack(rows)
 
 
-def layer_stats(
+def layer_table(
     *,
     act: str,
-    weight: Tensor,
-    pre: Tensor,
-    output: Tensor,
-    grad_output: Tensor | None,
-    probe_pre: Tensor | None,
+    weights: list[Tensor],
+    pre: list[Tensor],
+    outputs: list[Tensor],
+    grad_outputs: list[Tensor | None],
+    probe_pre: list[Tensor],
     unit: int,
-    norm: torch.nn.Module,
+    norms: list[nn.Module],
 ) -> Tensor:
-    """One row of LAYER_STATS for one hidden layer, as a float tensor.
+    """All LAYER_STATS for every hidden layer: a (layers × len(LAYER_STATS)) float tensor.
 
-    `update_ratio` is left NaN: it is known only after the optimiser step (UPDATE_RATIO_COLUMN).
+    `update_ratio` is left NaN: it is known only after the optimiser step (see update_ratios).
     """
-    grad_act = grad_output.detach().abs().mean() if grad_output is not None else torch.tensor(NAN)
-    unit_pcts = (
-        percentiles(unit_values(probe_pre, unit)) if probe_pre is not None else torch.full((3,), NAN)
-    )
-    row = torch.cat([
-        weight_gradient_stats(weight),
-        torch.tensor([NAN]),
-        grad_act.reshape(1),
+    layers = len(weights)
+    table = torch.cat([
+        weight_gradient_stats(weights),
+        torch.full((layers, 1), NAN),
+        mean_abs(grad_outputs),
         moments(pre),
         percentiles(pre),
-        moments(output),
-        saturation_fraction(act, output).reshape(1),
-        unit_pcts,
-        norm_parameter_stats(norm),
-    ])  # fmt: skip
-    assert row.numel() == len(LAYER_STATS)
-    return row.float()
-
+        moments(outputs),
+        saturation_fraction(act, outputs),
+        percentiles([unit_values(p, unit) for p in probe_pre]),
+        norm_parameter_stats(norms),
+    ], dim=1)  # fmt: skip
+    assert table.shape == (layers, len(LAYER_STATS))
+    return table.float()

@@ -20,7 +20,7 @@ from bnexp.config import Config, eval_interval, log_interval
 from bnexp.data import InMemoryData, batch_indices
 from bnexp.models import build_model, hidden_blocks
 from bnexp.probes import capture, probe_pre_activations
-from bnexp.stats import UPDATE_RATIO_COLUMN, layer_stats, update_ratio
+from bnexp.stats import UPDATE_RATIO_COLUMN, layer_table, update_ratios
 
 # on_log(metrics_row, layer_rows): metrics_row follows records.METRICS_COLUMNS; layer_rows are
 # [step, layer, *stats.LAYER_STATS] lists, one per hidden layer.
@@ -34,6 +34,7 @@ class Outcome:
     diverged_at_step: int | None
     wall_seconds: float  # training loop only, data loading excluded
     steps_per_second: float
+    model: nn.Module  # the trained network (in train mode), for measurements after training
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -63,15 +64,16 @@ def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[f
 
 def measure_layers(cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor) -> Tensor:
     """All layers' statistics at this step (before the update), as one tensor: layers × stats."""
-    probe_pre = probe_pre_activations(model, blocks, probe_x)
-    rows = [
-        layer_stats(
-            act=cfg.act.value, weight=block.weight_layer.weight, pre=seen.pre[i], output=seen.act[i],
-            grad_output=seen.grad_act[i], probe_pre=probe_pre[i], unit=cfg.track_unit, norm=block.norm,
-        )  # fmt: skip
-        for i, block in enumerate(blocks)
-    ]
-    return torch.stack(rows)
+    return layer_table(
+        act=cfg.act.value,
+        weights=[block.weight_layer.weight for block in blocks],
+        pre=seen.pre,
+        outputs=seen.act,
+        grad_outputs=seen.grad_act,
+        probe_pre=probe_pre_activations(model, blocks, probe_x),
+        unit=cfg.track_unit,
+        norms=[block.norm for block in blocks],
+    )
 
 
 def train(
@@ -136,9 +138,7 @@ def train(
             optimizer.step()
         if logged or diverged:
             if stats is not None and step < cfg.steps and not diverged:
-                stats[:, UPDATE_RATIO_COLUMN] = torch.stack(
-                    [update_ratio(b.weight_layer.weight, w) for b, w in zip(blocks, weights_before)]
-                )
+                stats[:, UPDATE_RATIO_COLUMN] = update_ratios([b.weight_layer.weight for b in blocks], weights_before)
             elapsed = time.perf_counter() - start
             metrics_row = [
                 step, loss_sum / seen_steps, correct.item() / seen_samples,
@@ -153,7 +153,7 @@ def train(
                 progress(step, metrics_row[1])
         if diverged:
             wall = time.perf_counter() - start
-            return Outcome("diverged", step, step, wall, step / wall if wall > 0 else 0.0)
+            return Outcome("diverged", step, step, wall, step / wall if wall > 0 else 0.0, model)
 
     wall = time.perf_counter() - start
-    return Outcome("completed", cfg.steps, None, wall, cfg.steps / wall if wall > 0 else 0.0)
+    return Outcome("completed", cfg.steps, None, wall, cfg.steps / wall if wall > 0 else 0.0, model)
