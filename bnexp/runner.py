@@ -72,7 +72,11 @@ def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progr
             config.data.download, config.data.binarize,
         )  # fmt: skip
         if data.source == BUNDLED_SOURCE and config.data.source.value == "auto":
-            log.warning(FALLBACK_BANNER.format(root=Path(config.data.root).expanduser(), source=data.source))
+            root = Path(config.data.root).expanduser()
+            if show_progress:
+                log.warning(FALLBACK_BANNER.format(root=root, source=data.source))
+            else:  # one line per job in a sweep
+                log.warning("MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.", root)
         record.update_meta(data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test))
         augment = None
         if config.data.augment:

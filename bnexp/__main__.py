@@ -1,0 +1,3 @@
+from bnexp.cli import entry
+
+entry()
