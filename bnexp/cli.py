@@ -43,27 +43,39 @@ OmegaConf.register_new_resolver("bnexp_slug", slug, replace=True)
 register_schema()
 
 
-def launcher_parallel_jobs() -> int:
-    """How many jobs run at once under the configured Hydra launcher (1 for the basic one)."""
-    launcher = HydraConfig.get().launcher
-    target = str(launcher.get("_target_", ""))
-    if "joblib" not in target.lower():
-        return 1
-    n_jobs = int(launcher.get("n_jobs", -1) or -1)
+def job_threads(multirun: bool) -> int:
+    """Torch threads for this job, so that parallel jobs x threads <= cores.
+
+    joblib runs n_jobs at once on this machine; submitit_local starts every job at once (one
+    thread each, unless hydra.launcher.cpus_per_task says otherwise); on SLURM the job's CPU
+    affinity already is its allocation.
+    """
     from bnexp.runner import default_threads
 
-    cores = default_threads(1)
-    return cores + 1 + n_jobs if n_jobs < 0 else n_jobs
+    if not multirun:
+        return default_threads(1)
+    launcher = HydraConfig.get().launcher
+    target = str(launcher.get("_target_", "")).lower()
+    if "joblib" in target:
+        n_jobs = int(launcher.get("n_jobs", -1) or -1)
+        cores = default_threads(1)
+        return default_threads(cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        if cpus:
+            return int(cpus)
+        return 1 if "local" in target else default_threads(1)
+    return default_threads(1)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://bnexp.configs", config_name="config")
 def hydra_run(cfg: DictConfig) -> str | None:
-    from bnexp.runner import default_threads, execute
+    from bnexp.runner import execute
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    threads = cfg.threads or default_threads(launcher_parallel_jobs() if multirun else 1)
+    threads = cfg.threads or job_threads(multirun)
     try:
         return execute(cfg, run_dir, threads=threads, show_progress=not multirun)
     except UserError as error:
@@ -78,14 +90,18 @@ def hydra_run(cfg: DictConfig) -> str | None:
     except Exception as error:  # a bug, not a user error: keep the sweep going, keep the trace
         if not multirun:
             raise
-        log.exception("job %s failed: %s: %s (traceback in its meta.json)", run_dir, type(error).__name__, error)
+        log.exception(
+            "job %s failed: %s: %s (traceback in its meta.json)",
+            run_dir,
+            type(error).__name__,
+            error,
+        )
         return "failed"
 
 
 def run_command(args: list[str]) -> int:
-    from bnexp.sweep import LAST_SWEEP
-
     from bnexp.overrides import check_overrides, split_command_line
+    from bnexp.sweep import LAST_SWEEP
 
     flags, overrides = split_command_line(args)
     if not {"--help", "-h", "--hydra-help"} & set(flags):

@@ -159,7 +159,9 @@ def validate(cfg: Config) -> None:
     for key in ("log_every", "eval_every", "threads"):
         value = getattr(cfg, key)
         if value is not None and value < 1:
-            raise UserError(f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic).")
+            raise UserError(
+                f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
+            )
     if cfg.optim.lr <= 0:
         raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
     if cfg.init_std <= 0:

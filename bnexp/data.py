@@ -86,12 +86,16 @@ def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
         idx = idx[torch.randperm(len(idx), generator=generator)]
         test_idx.append(idx[:BUNDLED_TEST_PER_CLASS])
         train_idx.append(idx[BUNDLED_TEST_PER_CLASS:])
-    train_idx = torch.cat(train_idx)[torch.randperm(len(labels) - 10 * BUNDLED_TEST_PER_CLASS, generator=generator)]
+    train_idx = torch.cat(train_idx)[
+        torch.randperm(len(labels) - 10 * BUNDLED_TEST_PER_CLASS, generator=generator)
+    ]
     test_idx = torch.cat(test_idx)
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
-def network_reachable(host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0) -> bool:
+def network_reachable(
+    host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0
+) -> bool:
     """A quick check before a download: without network, torchvision would try every mirror."""
     try:
         with socket.create_connection((host, 443), timeout=timeout_s):
@@ -136,7 +140,9 @@ def load_mnist(root: Path, source: str, download: bool) -> tuple[tuple[Tensor, .
     return bundled_mnist(), BUNDLED_SOURCE
 
 
-def load_data(name: str, root: str | Path, source: str, download: bool, binarize_pixels: bool) -> InMemoryData:
+def load_data(
+    name: str, root: str | Path, source: str, download: bool, binarize_pixels: bool
+) -> InMemoryData:
     """The whole dataset in memory. Raises UserError when it cannot be had."""
     root = Path(root).expanduser()
     if name == "mnist":
@@ -155,7 +161,16 @@ def load_data(name: str, root: str | Path, source: str, download: bool, binarize
     if binarize_pixels:
         x_train, x_test = binarize(x_train), binarize(x_test)
     mean, std = channel_stats(x_train)
-    return InMemoryData(name, used, x_train.contiguous(), y_train.long(), x_test.contiguous(), y_test.long(), mean, std)
+    return InMemoryData(
+        name,
+        used,
+        x_train.contiguous(),
+        y_train.long(),
+        x_test.contiguous(),
+        y_test.long(),
+        mean,
+        std,
+    )
 
 
 def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[Tensor]:

@@ -63,8 +63,13 @@ def build_mlp(
         bias = norm == "none" or placement == "post"
         linear = nn.Linear(in_features if i == 0 else width, width, bias=bias)
         norm_layer = make_norm(
-            norm, width, spatial=False, affine=affine,
-            momentum=norm_momentum, eps=norm_eps, groups=norm_groups,
+            norm,
+            width,
+            spatial=False,
+            affine=affine,
+            momentum=norm_momentum,
+            eps=norm_eps,
+            groups=norm_groups,
         )
         blocks.append(Block(linear, norm_layer, make_activation(act), placement))
     return MLP(in_features, num_classes, blocks, width)
@@ -92,7 +97,6 @@ def initialize(model: nn.Module, scheme: str, std: float = 0.01) -> None:
 def hidden_blocks(model: nn.Module) -> list[Block]:
     """The measured blocks, in order: hidden layer 1 ... depth."""
     return [m for m in model.modules() if isinstance(m, Block)]
-
 
 
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -78,7 +78,11 @@ def explain(key: str, value: str, error: Exception) -> str:
     if "could not be converted" in (cause_text or text) or "Value '" in (cause_text or text):
         declared = schema_keys().get(key, "")
         return f"{key}={value} is not valid: {key} must be {describe_type(declared)}."
-    if "not in" in (cause_text or text) or "Could not override" in text or "Key '" in (cause_text or text):
+    if (
+        "not in" in (cause_text or text)
+        or "Could not override" in text
+        or "Key '" in (cause_text or text)
+    ):
         return unknown_key_message(key)
     return f"{key}={value} is not valid: {(cause_text or text).splitlines()[0]}"
 
@@ -116,9 +120,11 @@ def check_overrides(overrides: list[str]) -> None:
             )
         if override.is_delete():
             raise UserError(f"{override.input_line}: deleting a key is not supported by bnexp.")
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
-            override.get_value_element_as_str()
-        ]
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [override.get_value_element_as_str()]
+        )
         checks += [(key, value) for value in values]
 
     if not checks:

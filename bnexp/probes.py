@@ -63,6 +63,10 @@ def frozen_running_stats(model: nn.Module) -> Iterator[None]:
 
 def probe_pre_activations(model: nn.Module, blocks: list[Block], probe_x: Tensor) -> list[Tensor]:
     """Each hidden layer's activation input on the fixed probe batch, the net in train mode."""
-    with torch.no_grad(), frozen_running_stats(model), capture(blocks, grads=False, outputs=False) as seen:
+    with (
+        torch.no_grad(),
+        frozen_running_stats(model),
+        capture(blocks, grads=False, outputs=False) as seen,
+    ):
         model(probe_x)
     return seen.pre

@@ -42,7 +42,9 @@ def finished_before(run_dir: Path, digest: str) -> bool:
     return bool(meta) and meta.get("status") == "completed" and meta.get("config_hash") == digest
 
 
-def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progress: bool = True) -> str:
+def execute(
+    cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progress: bool = True
+) -> str:
     """Runs one configuration into run_dir and returns its status.
 
     Raises UserError for an impossible request (recorded in meta.json first), and re-raises
@@ -52,7 +54,9 @@ def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progr
     plain = to_container(cfg)
     digest = config_hash(cfg)
     if finished_before(run_dir, digest):
-        log.info("%s already holds a completed run of this config (hash %s): skipped.", run_dir, digest)
+        log.info(
+            "%s already holds a completed run of this config (hash %s): skipped.", run_dir, digest
+        )
         return "skipped"
 
     record = RunRecord(run_dir)
@@ -76,8 +80,13 @@ def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progr
             if show_progress:
                 log.warning(FALLBACK_BANNER.format(root=root, source=data.source))
             else:  # one line per job in a sweep
-                log.warning("MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.", root)
-        record.update_meta(data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test))
+                log.warning(
+                    "MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.",
+                    root,
+                )
+        record.update_meta(
+            data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test)
+        )
         augment = None
         if config.data.augment:
             from bnexp.augment import random_crop_flip
@@ -90,7 +99,9 @@ def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progr
         record.close()
         raise
     except UserError as error:
-        record.update_meta(status="failed", error=str(error), wall_seconds=round(time.time() - started, 3))
+        record.update_meta(
+            status="failed", error=str(error), wall_seconds=round(time.time() - started, 3)
+        )
         record.close()
         raise
     except Exception as error:
@@ -107,7 +118,10 @@ def execute(cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progr
         steps_per_second=round(outcome.steps_per_second, 1),
     )  # fmt: skip
     if outcome.status == "diverged":
-        log.warning("Run diverged (loss not finite) at step %d; what was logged is kept.", outcome.diverged_at_step)
+        log.warning(
+            "Run diverged (loss not finite) at step %d; what was logged is kept.",
+            outcome.diverged_at_step,
+        )
     if config.plots:
         draw_plots(run_dir)
     log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, config_summary(config),
@@ -158,5 +172,7 @@ def config_summary(cfg: Config) -> str:
 
 def default_threads(parallel_jobs: int = 1) -> int:
     """Torch threads for one job so that jobs x threads <= cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return max(1, cores // max(1, parallel_jobs))

@@ -110,14 +110,19 @@ def weight_gradient_stats(weights: list[Tensor]) -> Tensor:
             rows.append(torch.full((3,), NAN))
             continue
         grad = weight.grad.detach()
-        rows.append(torch.stack([grad.abs().mean(), grad.norm(), grad.std() / weight.detach().std()]))
+        rows.append(
+            torch.stack([grad.abs().mean(), grad.norm(), grad.std() / weight.detach().std()])
+        )
     return torch.stack(rows)
 
 
 def update_ratios(weights_after: list[Tensor], weights_before: list[Tensor]) -> Tensor:
     """||ΔW|| / ||W|| of one optimiser step, W taken before the step. (layers,)"""
     return torch.stack(
-        [(after.detach() - before).norm() / before.norm() for after, before in zip(weights_after, weights_before)]
+        [
+            (after.detach() - before).norm() / before.norm()
+            for after, before in zip(weights_after, weights_before)
+        ]
     )
 
 

@@ -29,7 +29,11 @@ def sweep_statuses(sweep_dir: Path) -> Counter:
 def summary_line(sweep_dir: Path, statuses: Counter) -> str:
     total = sum(statuses.values())
     parts = [f"{statuses.get(s, 0)} {s}" for s in ("completed", "diverged", "failed")]
-    parts += [f"{n} {s}" for s, n in sorted(statuses.items()) if s not in ("completed", "diverged", "failed")]
+    parts += [
+        f"{n} {s}"
+        for s, n in sorted(statuses.items())
+        if s not in ("completed", "diverged", "failed")
+    ]
     return f"bnexp: sweep {sweep_dir}: {total} jobs: " + ", ".join(parts)
 
 

@@ -42,7 +42,9 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     if opt.name.value == "adam":
         return torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     momentum = opt.momentum if opt.name.value == "momentum" else 0.0
-    return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=momentum, weight_decay=opt.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=opt.lr, momentum=momentum, weight_decay=opt.weight_decay
+    )
 
 
 @torch.no_grad()
@@ -131,24 +133,35 @@ def train(
         if logged or diverged:
             stats = measure_layers(cfg, model, blocks, seen, probe_x) if logged else None
             test_loss, test_acc = (
-                evaluate(model, data) if (step % eval_every == 0 or step == cfg.steps) and not diverged else (None, None)
+                evaluate(model, data)
+                if (step % eval_every == 0 or step == cfg.steps) and not diverged
+                else (None, None)
             )
             weights_before = [b.weight_layer.weight.detach().clone() for b in blocks]
         if step < cfg.steps and not diverged:
             optimizer.step()
         if logged or diverged:
             if stats is not None and step < cfg.steps and not diverged:
-                stats[:, UPDATE_RATIO_COLUMN] = update_ratios([b.weight_layer.weight for b in blocks], weights_before)
+                stats[:, UPDATE_RATIO_COLUMN] = update_ratios(
+                    [b.weight_layer.weight for b in blocks], weights_before
+                )
             elapsed = time.perf_counter() - start
             metrics_row = [
                 step, loss_sum / seen_steps, correct.item() / seen_samples,
                 test_loss, test_acc, lr, round(elapsed, 3),
             ]  # fmt: skip
             layer_rows = (
-                [[step, i + 1, *values] for i, values in enumerate(stats.tolist())] if stats is not None else []
+                [[step, i + 1, *values] for i, values in enumerate(stats.tolist())]
+                if stats is not None
+                else []
             )
             on_log(metrics_row, layer_rows)
-            loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+            loss_sum, correct, seen_samples, seen_steps = (
+                0.0,
+                torch.zeros((), dtype=torch.long),
+                0,
+                0,
+            )
             if progress is not None:
                 progress(step, metrics_row[1])
         if diverged:
