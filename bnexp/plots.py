@@ -1,0 +1,652 @@
+"""Per-run figures, and the reader of a run directory that `bnexp figures` shares.
+
+Every `plot_*` function is pure: a DataFrame with the columns of DESIGN.md section 5 goes in,
+a matplotlib Figure comes out; no file is touched. `save_run_plots(run_dir)` is the one
+function with I/O: it reads `metrics.csv`, `layers.csv` and `meta.json` and writes PNGs to
+`<run_dir>/plots/`.
+
+Readers are tolerant on purpose: a run that is still writing (or was killed) leaves a last
+CSV line without its newline, an empty cell means "not measured", and a run may have logged
+a single step. None of those may stop a figure from being drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from bnexp import style
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s",
+)  # fmt: skip
+LAYERS_COLUMNS: tuple[str, ...] = (
+    "step", "layer", "grad_w_mean_abs", "grad_w_norm", "grad_w_ratio", "update_ratio",
+    "grad_act_mean_abs", "pre_mean", "pre_std", "pre_min", "pre_max", "pre_p15", "pre_p50",
+    "pre_p85", "act_mean", "act_std", "act_min", "act_max", "act_sat_frac", "unit_p15",
+    "unit_p50", "unit_p85", "gamma_mean", "gamma_std", "beta_mean", "beta_std",
+    "running_mean_mean", "running_var_mean",
+)  # fmt: skip
+
+# Config groups whose choice Hydra stores as `<group>.name`; users type `norm=batch`, so that
+# is how the choice is shown and keyed everywhere (`norm`, not `norm.name`).
+GROUP_KEYS: tuple[str, ...] = ("data", "model", "norm", "optim")
+BUNDLED_SOURCE = "bundled-mnist5k"
+BUNDLED_TEXT = "bundled MNIST subset (5,000 digits)"
+
+# Figure file names (without extension) that save_run_plots writes into <run>/plots/.
+RUN_PLOT_NAMES: tuple[str, ...] = (
+    "curves", "grad_profile", "pre_bands", "act_range", "unit_percentiles",
+)  # fmt: skip
+
+STEP_LABEL = "training step (SGD updates)"
+SPARSE_POINTS = 12  # series with at most this many points get markers, so one point shows
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run directory
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything one run directory holds, already parsed; `warnings` says what was odd."""
+
+    path: Path
+    config: dict[str, Any]  # flat: `depth`, `norm`, `norm.momentum`, `optim.lr`, ...
+    meta: dict[str, Any]
+    metrics: pd.DataFrame
+    layers: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def diverged_at_step(self) -> float | None:
+        """The step a diverged run stopped at: meta's own number, else its last logged step."""
+        if self.status != "diverged":
+            return None
+        step = _as_float(self.meta.get("diverged_at_step"))
+        if step is None and not self.metrics.empty:
+            step = float(self.metrics["step"].max())
+        return step
+
+
+def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=float) for name in columns})
+
+
+def read_csv_tolerant(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Read a metrics/layers CSV into numeric columns; never raise on a damaged file.
+
+    Returns the frame (all contract columns present, empty cells as NaN, sorted by step) and
+    warnings naming the file. A last line without a newline is a row the writer had not
+    finished (run still going, or killed): it is dropped, since a cut-off number is wrong.
+    """
+    warnings: list[str] = []
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return empty_frame(columns), warnings
+    except OSError as err:
+        return empty_frame(columns), [f"{path}: cannot read ({err})"]
+    if raw and not raw.endswith(b"\n"):
+        last_newline = raw.rfind(b"\n")
+        raw = raw[: last_newline + 1] if last_newline >= 0 else b""
+        warnings.append(
+            f"{path}: last line is incomplete (run still writing, or killed); ignored that line"
+        )
+    if not raw.strip():
+        return empty_frame(columns), warnings
+    try:
+        frame = pd.read_csv(io.BytesIO(raw), on_bad_lines="skip", skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        return empty_frame(columns), warnings + [f"{path}: cannot parse ({err})"]
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        warnings.append(f"{path}: no column(s) {', '.join(missing)}; treated as empty")
+    for name in missing:
+        frame[name] = np.nan
+    frame = frame.apply(pd.to_numeric, errors="coerce")
+    frame = frame.dropna(subset=["step"]).sort_values("step", kind="stable")
+    return frame.reset_index(drop=True), warnings
+
+
+def read_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """meta.json as a dict; {} (with a warning) when it is missing or half-written."""
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}, []
+    except (OSError, ValueError) as err:
+        return {}, [f"{path}: unreadable ({err}); treating the run's status as unknown"]
+    if not isinstance(meta, dict):
+        return {}, [f"{path}: not a JSON object; ignored"]
+    return meta, []
+
+
+def flatten_config(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'norm': {'name': 'batch', 'eps': 1e-5}, 'depth': 3} -> {'norm': 'batch',
+    'norm.eps': 1e-5, 'depth': 3}: dotted keys, group choices under the group's own name."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{dotted}."))
+        elif isinstance(value, list | tuple):
+            flat[dotted] = str(list(value))  # hashable, so it can be compared across runs
+        else:
+            flat[dotted] = value
+    if not prefix:
+        for group in GROUP_KEYS:
+            if f"{group}.name" in flat:
+                flat[group] = flat.pop(f"{group}.name")
+    return flat
+
+
+def read_config(run_dir: Path, meta: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The run's resolved config, flattened: `.hydra/config.yaml`, else meta.json's copy."""
+    hydra_config = run_dir / ".hydra" / "config.yaml"
+    if hydra_config.is_file():
+        try:
+            from omegaconf import OmegaConf
+
+            loaded = OmegaConf.load(hydra_config)
+            try:
+                nested = OmegaConf.to_container(loaded, resolve=True)
+            except Exception:  # an interpolation that only Hydra can resolve: keep it as text
+                nested = OmegaConf.to_container(loaded, resolve=False)
+            if isinstance(nested, dict):
+                return flatten_config(nested), []
+        except Exception as err:  # a damaged YAML file must not stop the other runs
+            warning = f"{hydra_config}: unreadable ({type(err).__name__}: {err})"
+            if isinstance(meta.get("config"), Mapping):
+                return flatten_config(meta["config"]), [warning + "; used meta.json's config"]
+            return {}, [warning]
+    if isinstance(meta.get("config"), Mapping):
+        return flatten_config(meta["config"]), []
+    return {}, [f"{run_dir}: no .hydra/config.yaml and no config in meta.json"]
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    meta, warnings = read_meta(run_dir / "meta.json")
+    config, config_warnings = read_config(run_dir, meta)
+    metrics, metrics_warnings = read_csv_tolerant(run_dir / "metrics.csv", METRICS_COLUMNS)
+    layers, layers_warnings = read_csv_tolerant(run_dir / "layers.csv", LAYERS_COLUMNS)
+    warnings += config_warnings + metrics_warnings + layers_warnings
+    return Run(run_dir, config, meta, metrics, layers, warnings)
+
+
+# --------------------------------------------------------------------------------------------
+# Captions: what was run, on which data
+# --------------------------------------------------------------------------------------------
+
+# (flat config key, how it is written in a summary); the order is the order of a sentence.
+SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("data", "{}"),
+    ("model", "{}"),
+    ("depth", "depth={}"),
+    ("width", "width={}"),
+    ("act", "act={}"),
+    ("norm", "norm={}"),
+    ("placement", "placement={}"),
+    ("affine", "affine={}"),
+    ("init", "init={}"),
+    ("batch_size", "bs={}"),
+    ("optim", "{}"),
+    ("optim.lr", "lr={}"),
+    ("steps", "steps={}"),
+)
+
+
+def format_value(value: Any) -> str:
+    """A config value as a user would type it: 0.1, 1e-05, True, batch."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        return f"{float(value):g}"
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def config_summary(
+    config: Mapping[str, Any], varying: Mapping[str, Sequence[Any]] | None = None
+) -> str:
+    """'mnist mlp depth=10 width=100 act=sigmoid norm=batch ... bs=60 sgd lr=0.1 steps=5000'.
+
+    Keys in `varying` are written with the set of values they take, e.g. `norm={batch,none}`,
+    so one line describes a whole sweep.
+    """
+    varying = varying or {}
+    parts = []
+    for key, template in SUMMARY_FIELDS:
+        if key in varying:
+            values = ",".join(format_value(v) for v in varying[key])
+            parts.append(template.format("{" + values + "}"))
+            continue
+        if key not in config or _is_missing(config[key]):
+            continue
+        text = format_value(config[key])
+        if key == "init" and text == "default":
+            continue  # PyTorch's default init is what nobody needs to be told
+        if key == "init" and text == "gaussian" and "init_std" in config:
+            text += f"(std={format_value(config['init_std'])})"
+        if key == "data" and config.get("data.binarize") is True:
+            text += "(binary)"
+        parts.append(template.format(text))
+    return " ".join(parts)
+
+
+def data_source_text(meta: Mapping[str, Any], dataset: Any = None) -> str:
+    """Where the images came from, loud when it is the 5,000-digit fallback."""
+    name = str(dataset).upper() if dataset and not _is_missing(dataset) else "dataset"
+    if name == "CIFAR10":
+        name = "CIFAR-10"
+    sizes = _sizes_text(meta.get("train_size"), meta.get("test_size"))
+    source = meta.get("data_source")
+    if source == BUNDLED_SOURCE:
+        split = f", split {sizes}" if sizes else ""
+        return f"data: {BUNDLED_TEXT}{split}; not the full MNIST, so expect other numbers than the papers"
+    if source:
+        return f"data: full {name} via {source}" + (f" ({sizes})" if sizes else "")
+    return "data source: unknown (no meta.json)"
+
+
+def run_caption(run: Run) -> list[str]:
+    """Caption lines for a per-run figure: config, data, status."""
+    status = f"status: {run.status}"
+    if run.diverged_at_step is not None:
+        status += f" at step {run.diverged_at_step:,.0f}"
+    if run.status == "failed" and run.meta.get("error"):
+        status += f" ({run.meta['error']})"
+    steps = f", {len(run.metrics):,} logged steps" if not run.metrics.empty else ""
+    return [
+        config_summary(run.config),
+        data_source_text(run.meta, run.config.get("data")),
+        f"{status}{steps}; run: {run.path}",
+    ]
+
+
+def title_with_source(title: str, meta: Mapping[str, Any]) -> str:
+    """The bundled subset is named in the title itself, where nobody can miss it."""
+    if meta.get("data_source") == BUNDLED_SOURCE:
+        return f"{title} · data: {BUNDLED_TEXT}"
+    return title
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers shared by per-run and sweep figures
+# --------------------------------------------------------------------------------------------
+
+
+def finite(values: pd.Series) -> pd.Series:
+    """inf (an exploding loss) plots as a gap, like an empty cell."""
+    return values.replace([np.inf, -np.inf], np.nan)
+
+
+def positive(values: pd.Series) -> pd.Series:
+    """Values a log axis can show; zeros and negatives become gaps, not errors."""
+    values = finite(values)
+    return values.where(values > 0)
+
+
+def marker_for(n_points: int) -> str | None:
+    """Markers only on sparse series, so that a run with one logged step still shows a dot."""
+    return "o" if n_points <= SPARSE_POINTS else None
+
+
+def pick_steps(steps: Iterable[float], n: int = 4) -> list[float]:
+    """n logged steps spread over training: first, evenly spaced middles, last."""
+    unique = sorted(set(float(s) for s in steps if not _is_missing(s)))
+    if len(unique) <= n:
+        return unique
+    positions = sorted({round(i * (len(unique) - 1) / (n - 1)) for i in range(n)})
+    return [unique[i] for i in positions]
+
+
+def layer_indices(layers: pd.DataFrame) -> list[int]:
+    return sorted(int(v) for v in layers["layer"].dropna().unique())
+
+
+def mark_divergence(ax: Axes, step: float | None, *, label: bool = True) -> None:
+    """A dashed vertical line where the run diverged (its loss became NaN or exploded)."""
+    if step is None:
+        return
+    ax.axvline(step, color=style.DIVERGED_COLOR, linestyle="--", linewidth=0.9, zorder=1)
+    if label:
+        ax.annotate(
+            f"diverged\nstep {step:,.0f}",
+            xy=(step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, -3),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            fontsize=6.5,
+            color=style.DIVERGED_COLOR,
+        )
+
+
+def divergence_handles(step: float | None) -> list[Any]:
+    """A legend entry for the divergence line, where small panels have no room for a label."""
+    if step is None:
+        return []
+    return [Line2D([], [], color=style.DIVERGED_COLOR, linestyle="--", linewidth=0.9,
+                   label=f"diverged at step {step:,.0f}")]  # fmt: skip
+
+
+def label_outer_panels(fig: Figure, xlabel: str, ylabel: str) -> None:
+    """One x and one y label for a grid of small panels, instead of one per panel."""
+    fig.supxlabel(xlabel, fontsize=style.RC["axes.labelsize"])
+    fig.supylabel(ylabel, fontsize=style.RC["axes.labelsize"])
+
+
+def layer_grid(n_layers: int, *, sharey: bool = True) -> tuple[Figure, list[Axes]]:
+    """One small panel per hidden layer, five to a row (depth 20 -> 4 x 5)."""
+    rows, cols = style.grid_shape(n_layers, max_cols=5)
+    fig, axes = style.new_figure(
+        rows, cols, panel_height=1.35 if rows > 1 else 2.1, sharex=True, sharey=sharey
+    )
+    style.hide_unused(axes, n_layers)
+    return fig, list(axes.flat)[:n_layers]
+
+
+def _decorate(fig: Figure, title: str, caption: Sequence[str]) -> Figure:
+    style.add_title(fig, title)
+    style.add_caption(fig, caption)
+    return fig
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _sizes_text(train_size: Any, test_size: Any) -> str:
+    train, test = _as_float(train_size), _as_float(test_size)
+    if train is None or test is None:
+        return ""
+    return f"{train:,.0f} train / {test:,.0f} test"
+
+
+# --------------------------------------------------------------------------------------------
+# Per-run figures
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def plot_curves(
+    metrics: pd.DataFrame,
+    *,
+    diverged_at_step: float | None = None,
+    title: str = "Loss and accuracy",
+    caption: Sequence[str] = (),
+) -> Figure:
+    """Train (per batch) and test loss and accuracy against the training step."""
+    fig, axes = style.new_figure(1, 2, panel_height=2.3, sharex=True)
+    loss_ax, acc_ax = axes[0]
+    train = metrics[metrics["train_loss"].notna() | metrics["train_acc"].notna()]
+    test = metrics[metrics["test_acc"].notna()]
+    if train.empty and test.empty:
+        style.no_data(loss_ax)
+        style.no_data(acc_ax)
+        return _decorate(fig, title, caption)
+
+    train_style = dict(
+        color=style.COLORS[0], linewidth=0.8, alpha=0.7, marker=marker_for(len(train))
+    )
+    test_style = dict(color=style.COLORS[1], linewidth=1.4, marker=marker_for(len(test)) or ".")
+    loss_ax.plot(
+        train["step"], finite(train["train_loss"]), label="train (current batch)", **train_style
+    )
+    loss_ax.plot(test["step"], finite(test["test_loss"]), label="test (eval mode)", **test_style)
+    acc_ax.plot(
+        train["step"], 100 * train["train_acc"], label="train (current batch)", **train_style
+    )
+    acc_ax.plot(test["step"], 100 * test["test_acc"], label="test (eval mode)", **test_style)
+
+    loss_values = pd.concat([finite(train["train_loss"]), finite(test["test_loss"])])
+    if style.spans_decades(loss_values, decades=1.0):
+        loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("cross-entropy loss (nats)")
+    acc_ax.set_ylabel("accuracy (%)")
+    acc_ax.set_ylim(top=min(100.5, acc_ax.get_ylim()[1]))
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlabel(STEP_LABEL)
+        style.format_steps(ax)
+        mark_divergence(ax, diverged_at_step, label=ax is acc_ax)
+    loss_ax.legend(loc="best")
+    return _decorate(fig, title, caption)
+
+
+@style.styled
+def plot_grad_profile(
+    layers: pd.DataFrame,
+    *,
+    n_steps: int = 4,
+    title: str = "Gradient magnitude per layer",
+    caption: Sequence[str] = (),
+) -> Figure:
+    """Mean |dL/dW| and mean |dL/d act| against the layer index, one line per moment of
+    training (log y: without BN these fall by orders of magnitude towards layer 1)."""
+    fig, axes = style.new_figure(1, 2, panel_height=2.4)
+    weight_ax, act_ax = axes[0]
+    steps = pick_steps(layers["step"], n_steps)
+    colors = style.sequential_colors(len(steps))
+    panels = (
+        (weight_ax, "grad_w_mean_abs", "mean |∂L/∂W| (weight gradient)"),
+        (act_ax, "grad_act_mean_abs", "mean |∂L/∂a| (activation gradient)"),
+    )
+    for ax, column, ylabel in panels:
+        values = positive(layers[column])
+        if values.isna().all():
+            style.no_data(ax, f"no {column}")
+            continue
+        for step, color in zip(steps, colors, strict=True):
+            at_step = layers[layers["step"] == step].sort_values("layer")
+            ax.plot(
+                at_step["layer"],
+                positive(at_step[column]),
+                color=color,
+                marker="o",
+                label=f"step {step:,.0f}",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden layer (1 = nearest the input)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if steps:
+        weight_ax.legend(title="training step", loc="best")
+    return _decorate(fig, title, caption)
+
+
+@style.styled
+def plot_pre_bands(
+    layers: pd.DataFrame,
+    *,
+    diverged_at_step: float | None = None,
+    title: str = "Input to the nonlinearity over training",
+    caption: Sequence[str] = (),
+) -> Figure:
+    """One panel per layer: the batch's 15-85th percentile band and median of the
+    pre-activation, with its min and max as thin lines."""
+    layer_ids = layer_indices(layers)
+    if not layer_ids:
+        fig, axes = style.new_figure(1, 1, panel_height=2.0)
+        style.no_data(axes[0, 0])
+        return _decorate(fig, title, caption)
+    fig, panels = layer_grid(len(layer_ids))
+    color = style.COLORS[0]
+    for ax, layer in zip(panels, layer_ids, strict=True):
+        rows = layers[layers["layer"] == layer]
+        marker = marker_for(len(rows))
+        ax.fill_between(rows["step"], finite(rows["pre_p15"]), finite(rows["pre_p85"]),
+                        color=color, alpha=0.3, linewidth=0)  # fmt: skip
+        ax.plot(rows["step"], finite(rows["pre_p50"]), color=color, marker=marker)
+        for column in ("pre_min", "pre_max"):
+            ax.plot(
+                rows["step"],
+                finite(rows[column]),
+                color=style.MUTED,
+                linewidth=0.6,
+                marker=marker,
+                markersize=2,
+            )
+        ax.set_title(f"layer {layer}", pad=2)
+        style.format_steps(ax)
+        mark_divergence(ax, diverged_at_step, label=False)
+    handles = [
+        Patch(color=color, alpha=0.3, label="15th–85th percentile"),
+        Line2D([], [], color=color, label="median"),
+        Line2D([], [], color=style.MUTED, linewidth=0.6, label="min and max"),
+    ]
+    style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
+    label_outer_panels(fig, STEP_LABEL, "pre-activation (input to the nonlinearity)")
+    return _decorate(fig, title, caption)
+
+
+@style.styled
+def plot_act_range(
+    layers: pd.DataFrame,
+    *,
+    diverged_at_step: float | None = None,
+    title: str = "Activation range over training",
+    caption: Sequence[str] = (),
+) -> Figure:
+    """One panel per layer: the batch's min-max range of the activation output and its mean,
+    with the saturated fraction as a dotted line (0..1 on the same axis)."""
+    layer_ids = layer_indices(layers)
+    if not layer_ids:
+        fig, axes = style.new_figure(1, 1, panel_height=2.0)
+        style.no_data(axes[0, 0])
+        return _decorate(fig, title, caption)
+    fig, panels = layer_grid(len(layer_ids))
+    color = style.COLORS[2]
+    for ax, layer in zip(panels, layer_ids, strict=True):
+        rows = layers[layers["layer"] == layer]
+        marker = marker_for(len(rows))
+        ax.fill_between(rows["step"], finite(rows["act_min"]), finite(rows["act_max"]),
+                        color=color, alpha=0.25, linewidth=0)  # fmt: skip
+        ax.plot(rows["step"], finite(rows["act_mean"]), color=color, marker=marker)
+        ax.plot(rows["step"], finite(rows["act_sat_frac"]), color=style.COLORS[1],
+                linestyle=":", linewidth=1.0, marker=marker, markersize=2)  # fmt: skip
+        ax.set_title(f"layer {layer}", pad=2)
+        style.format_steps(ax)
+        mark_divergence(ax, diverged_at_step, label=False)
+    handles = [
+        Patch(color=color, alpha=0.25, label="min–max over the batch"),
+        Line2D([], [], color=color, label="mean"),
+        Line2D([], [], color=style.COLORS[1], linestyle=":", label="saturated fraction"),
+    ]
+    style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
+    label_outer_panels(fig, STEP_LABEL, "activation output")
+    return _decorate(fig, title, caption)
+
+
+@style.styled
+def plot_unit_percentiles(
+    layers: pd.DataFrame,
+    *,
+    diverged_at_step: float | None = None,
+    title: str = "One unit's input over training (BN paper Fig. 1b,c)",
+    caption: Sequence[str] = (),
+) -> Figure:
+    """One panel per layer: 15th, 50th and 85th percentile of one unit's pre-activation over
+    a fixed probe batch. Without BN these drift; with BN they stay put."""
+    layer_ids = layer_indices(layers)
+    if not layer_ids:
+        fig, axes = style.new_figure(1, 1, panel_height=2.0)
+        style.no_data(axes[0, 0])
+        return _decorate(fig, title, caption)
+    fig, panels = layer_grid(len(layer_ids))
+    color = style.COLORS[0]
+    for ax, layer in zip(panels, layer_ids, strict=True):
+        rows = layers[layers["layer"] == layer]
+        draw_percentile_lines(ax, rows, color)
+        ax.set_title(f"layer {layer}", pad=2)
+        style.format_steps(ax)
+        mark_divergence(ax, diverged_at_step, label=False)
+    handles = percentile_legend_handles(color) + divergence_handles(diverged_at_step)
+    style.add_legend_below(fig, handles)
+    label_outer_panels(fig, STEP_LABEL, "tracked unit's pre-activation")
+    return _decorate(fig, title, caption)
+
+
+def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:
+    """The paper's Fig. 1b,c: median solid, 15th and 85th percentiles thin, band between."""
+    marker = marker_for(len(rows))
+    ax.fill_between(rows["step"], finite(rows["unit_p15"]), finite(rows["unit_p85"]),
+                    color=color, alpha=0.15, linewidth=0)  # fmt: skip
+    ax.plot(rows["step"], finite(rows["unit_p50"]), color=color, linewidth=1.3, marker=marker)
+    for column in ("unit_p15", "unit_p85"):
+        ax.plot(rows["step"], finite(rows[column]), color=color, linewidth=0.7, linestyle="--",
+                marker=marker, markersize=2)  # fmt: skip
+
+
+def percentile_legend_handles(color: Any) -> list[Any]:
+    return [
+        Line2D([], [], color=color, linewidth=0.7, linestyle="--", label="15th / 85th percentile"),
+        Line2D([], [], color=color, linewidth=1.3, label="50th percentile (median)"),
+    ]
+
+
+def save_run_plots(run_dir: Path) -> list[Path]:
+    """Write a run's own figures as PNGs into `<run_dir>/plots/` and return their paths.
+
+    Figures whose data the run does not have (no metrics yet, no layer rows) are skipped.
+    """
+    run = load_run(run_dir)
+    caption = run_caption(run)
+    diverged_at = run.diverged_at_step
+    out_dir = Path(run_dir) / "plots"
+
+    def titled(text: str) -> str:
+        return title_with_source(text, run.meta)
+
+    builders = []
+    if not run.metrics.empty:
+        builders.append(("curves", lambda: plot_curves(
+            run.metrics, diverged_at_step=diverged_at, title=titled("Loss and accuracy"), caption=caption)))  # fmt: skip
+    if not run.layers.empty:
+        builders += [
+            ("grad_profile", lambda: plot_grad_profile(
+                run.layers, title=titled("Gradient magnitude per layer"), caption=caption)),
+            ("pre_bands", lambda: plot_pre_bands(
+                run.layers, diverged_at_step=diverged_at,
+                title=titled("Input to the nonlinearity over training"), caption=caption)),
+            ("act_range", lambda: plot_act_range(
+                run.layers, diverged_at_step=diverged_at,
+                title=titled("Activation range over training"), caption=caption)),
+            ("unit_percentiles", lambda: plot_unit_percentiles(
+                run.layers, diverged_at_step=diverged_at,
+                title=titled("One unit's input over training (BN paper Fig. 1b,c)"), caption=caption)),
+        ]  # fmt: skip
+    written: list[Path] = []
+    for name, build in builders:
+        written += style.savefig(build(), out_dir / name, formats=("png",))
+    return written
