@@ -18,6 +18,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,8 @@ FIGURE_NAMES: tuple[str, ...] = (
     "saturation_heatmap", "final_acc_by_variant",
 )  # fmt: skip
 
-MAX_FACET_VALUES = 4  # per row and per column of a faceted figure
+MAX_FACET_COLS = 5  # values of the column key in a faceted figure
+MAX_FACET_VALUES = 4  # values of the row key (and rows of any split figure)
 MAX_LINES = 10  # per panel; more are unreadable
 MAX_VARIANT_PANELS = 12  # figures with one panel per variant
 SKIP_DIRS = frozenset({"plots", "figures", "__pycache__", "node_modules"})
@@ -213,12 +215,13 @@ def varying_keys(runs_df: pd.DataFrame) -> list[str]:
     Not counted: the seed and bookkeeping keys, and a group's own settings that merely follow
     the group's choice (`norm.momentum` exists for norm=batch, not for norm=none).
     """
+    columns = config_columns(runs_df)
+    # A run whose config could not be read says nothing about what varies.
+    configured = runs_df[runs_df[columns].notna().any(axis=1)] if columns else runs_df
     candidates = [
-        key
-        for key in config_columns(runs_df)
-        if key not in BOOKKEEPING_KEYS and _n_distinct(runs_df[key]) > 1
+        key for key in columns if key not in BOOKKEEPING_KEYS and _n_distinct(configured[key]) > 1
     ]
-    keys = [k for k in candidates if not _follows_group_choice(runs_df, k, candidates)]
+    keys = [k for k in candidates if not _follows_group_choice(configured, k, candidates)]
     rank = {key: i for i, key in enumerate(KEY_PRIORITY)}
     return sorted(keys, key=lambda k: (rank.get(k, len(rank)), k))
 
@@ -368,12 +371,17 @@ def sweep_caption(runs_df: pd.DataFrame, keys: list[str]) -> list[str]:
     counts = runs_df["status"].value_counts()
     status_text = ", ".join(f"{n} {status}" for status, n in counts.items())
     seeds = ordered_values(runs_df["seed"]) if "seed" in runs_df else []
-    seed_text = f"seeds {', '.join(format_value(s) for s in seeds)}" if seeds else "no seed"
+    seed_list = ", ".join(format_value(s) for s in seeds)
+    seed_text = f"{'seed' if len(seeds) == 1 else 'seeds'} {seed_list}" if seeds else "no seed"
     return [
         plots.config_summary(first, varying),
         sweep_data_text(runs_df),
-        f"{len(runs_df)} runs ({status_text}); {seed_text}",
+        f"{_count(len(runs_df), 'run')} ({status_text}); {seed_text}",
     ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def sweep_data_text(runs_df: pd.DataFrame) -> str:
@@ -408,13 +416,13 @@ class Facets:
         c = self._index(self.col_key, self.col_values, row)
         return None if r is None or c is None else (r, c)
 
-    def title(self, r: int, c: int) -> str:
-        parts = []
-        if self.row_key:
-            parts.append(f"{self.row_key}={format_value(self.row_values[r])}")
-        if self.col_key:
-            parts.append(f"{self.col_key}={format_value(self.col_values[c])}")
-        return " · ".join(parts)
+    def label_panels(self, axes: Any) -> None:
+        """Column values as titles over the top row, row values as the y label of the first
+        column (margin labels: each says once what a whole column or row shares)."""
+        for c, value in enumerate(self.col_values):
+            axes[0, c].set_title(f"{self.col_key}={format_value(value)}", fontsize=7.5, pad=3)
+        for r, value in enumerate(self.row_values):
+            axes[r, 0].set_ylabel(f"{self.row_key}={format_value(value)}", fontsize=7.5)
 
     @staticmethod
     def _index(key: str | None, values: list[Any], row: pd.Series) -> int | None:
@@ -425,21 +433,23 @@ class Facets:
 
 
 def plan_facets(sweep: Sweep, keys: Sequence[str]) -> Facets:
-    """Lines by keys[0]; columns by keys[1]; rows by keys[2]; capped at MAX_FACET_VALUES."""
+    """Lines by keys[0]; columns by keys[1]; rows by keys[2]; each capped."""
     col_key = keys[1] if len(keys) > 1 else None
     row_key = keys[2] if len(keys) > 2 else None
     notes: list[str] = []
 
-    def capped(key: str | None) -> list[Any]:
+    def capped(key: str | None, cap: int) -> list[Any]:
         if key is None:
             return []
         values = sweep.values[key]
-        if len(values) > MAX_FACET_VALUES:
-            shown = ", ".join(format_value(v) for v in values[:MAX_FACET_VALUES])
+        if len(values) > cap:
+            shown = ", ".join(format_value(v) for v in values[:cap])
             notes.append(f"panels show {key} = {shown} only ({len(values)} values in the runs)")
-        return values[:MAX_FACET_VALUES]
+        return values[:cap]
 
-    return Facets(col_key, row_key, capped(col_key), capped(row_key), notes)
+    return Facets(
+        col_key, row_key, capped(col_key, MAX_FACET_COLS), capped(row_key, MAX_FACET_VALUES), notes
+    )
 
 
 def line_keys_of(keys: Sequence[str]) -> list[str]:
@@ -496,19 +506,22 @@ def geometric_mean(values: pd.Series) -> float:
 def _panel_grid(
     n_rows: int, n_cols: int, *, panel_height: float = 1.9, **shared: Any
 ) -> tuple[Figure, Any]:
-    width = min(style.WIDTH_IN, 2.2 + 2.0 * n_cols) if n_cols < 3 else style.WIDTH_IN
+    # One or two panels need not fill a page width; wider, their lines would only stretch.
+    width = {1: 4.8, 2: 6.2}.get(n_cols, style.WIDTH_IN)
     return style.new_figure(n_rows, n_cols, width=width, panel_height=panel_height, **shared)
 
 
 def _variant_title(ax: Axes, sweep: Sweep, variant: str) -> None:
     """Panel titles name a variant; long ones wrap at a comma rather than run into the next
     panel, and a note such as "(1 of 2 diverged)" gets a line of its own."""
-    text = variant
-    if len(text) > 30 and ", " in text:
-        head, _, tail = text.rpartition(", ")
-        text = f"{head},\n{tail}"
+    text = _wrap(variant, 30)
     note = sweep.variant_suffix.get(variant, "").strip()
     ax.set_title(f"{text}\n{note}" if note else text, fontsize=7.5, pad=3)
+
+
+def _wrap(label: str, width: int) -> str:
+    """Break a long "key=value, key=value" label between its parts."""
+    return "\n".join(textwrap.wrap(label, width, break_long_words=False)) or label
 
 
 def _diverged_marker(ax: Axes, x: float, y: float | None, color: Any) -> None:
@@ -561,13 +574,9 @@ def plot_test_accuracy(
             for run_dir, run_rows in rows[rows["status"] == "diverged"].groupby("run_dir"):
                 _draw_diverged_run(ax, run_rows, run_info.loc[run_dir], "test_acc", look, scale=100)
             drawn.setdefault(label, _line_handle(look, label))
-        if facets.title(r, c):
-            ax.set_title(facets.title(r, c), fontsize=7.5, pad=3)
         style.format_steps(ax)
-    for ax in axes[-1, :]:
-        ax.set_xlabel(plots.STEP_LABEL)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
+    facets.label_panels(axes)
+    plots.label_outer_panels(fig, plots.STEP_LABEL, "test accuracy (%)")
     handles = list(drawn.values()) + [
         Patch(color=style.MUTED, alpha=0.25, label="range over seeds")
     ]
@@ -939,9 +948,11 @@ def plot_final_accuracy_by_variant(
         look = sweep.style_of(variant)
         healthy = runs[runs["status"] != "diverged"]
         mean, half, _n = mean_ci95(healthy["final_test_acc"] * 100)
+        # Seeds sit just below their variant's mean, spread a little, so none hides another.
+        offsets = 0.22 + 0.08 * np.linspace(-1, 1, len(healthy)) if len(healthy) > 1 else 0.22
         ax.scatter(
             healthy["final_test_acc"] * 100,
-            np.full(len(healthy), y),
+            y + offsets * np.ones(len(healthy)),
             s=12,
             color=look["color"],
             alpha=0.5,
@@ -971,7 +982,7 @@ def plot_final_accuracy_by_variant(
                     linestyle="none",
                     zorder=5,
                 )
-    ax.set_yticks(range(len(variants)), [sweep.label_of(v) for v in variants])
+    ax.set_yticks(range(len(variants)), [_wrap(sweep.label_of(v), 45) for v in variants])
     ax.set_ylim(len(variants) - 0.5, -0.5)
     ax.set_xlabel("final test accuracy (%)")
     ax.grid(axis="y", visible=False)
@@ -1019,18 +1030,14 @@ def plot_final_accuracy_vs(
             for _, run in line_runs[line_runs["status"] == "diverged"].iterrows():
                 _diverged_marker(ax, run[axis_key], run["final_test_acc"] * 100, look["color"])
             handles.setdefault(label, _line_handle(look, label))
-        if facets.title(r, c):
-            ax.set_title(facets.title(r, c), fontsize=7.5, pad=3)
     log_x = all(v > 0 for v in x_values) and max(x_values) / min(x_values) >= 10
     for ax in axes.flat:
         if log_x:  # learning rates and batch sizes are swept in multiples
             ax.set_xscale("log")
         ax.set_xticks(x_values, [format_value(v) for v in x_values])
         ax.minorticks_off()
-    for ax in axes[-1, :]:
-        ax.set_xlabel(AXIS_LABELS.get(axis_key, axis_key))
-    for ax in axes[:, 0]:
-        ax.set_ylabel("final test accuracy (%)")
+    facets.label_panels(axes)
+    plots.label_outer_panels(fig, AXIS_LABELS.get(axis_key, axis_key), "final test accuracy (%)")
     legend = [h for h in handles.values() if h.get_label() != "all runs"]
     legend.append(
         Line2D([], [], color=style.MUTED, marker="o", label="mean ± 95% t-interval over seeds")
@@ -1161,7 +1168,7 @@ def index_markdown(
         for k in keys
     )
     lines.append(
-        f"{len(runs_df)} runs. Varying: {varying or 'nothing (one configuration)'}; seeds are aggregated."
+        f"{_count(len(runs_df), 'run')}. Varying: {varying or 'nothing (one configuration)'}; seeds are aggregated."
     )
     lines += [
         "",
@@ -1291,7 +1298,7 @@ def main(argv: list[str]) -> int:
         print(path)
     counts = ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
     keys = varying_keys(runs)
-    print(f"bnexp figures: {len(runs)} runs ({counts}); varying: {', '.join(keys) or 'nothing'}; "
+    print(f"bnexp figures: {_count(len(runs), 'run')} ({counts}); varying: {', '.join(keys) or 'nothing'}; "
           f"wrote {len(written)} files to {out_dir} (start at {out_dir / 'index.md'})")  # fmt: skip
     return 0
 

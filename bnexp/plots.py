@@ -433,6 +433,7 @@ def plot_curves(
     loss_values = pd.concat([finite(train["train_loss"]), finite(test["test_loss"])])
     if style.spans_decades(loss_values, decades=1.0):
         loss_ax.set_yscale("log")
+        style.plain_log_ticks(loss_ax)
     loss_ax.set_ylabel("cross-entropy loss (nats)")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_ylim(top=min(100.5, acc_ax.get_ylim()[1]))

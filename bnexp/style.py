@@ -135,6 +135,12 @@ def hide_unused(axes: Any, n_used: int) -> None:
 
 
 def add_title(fig: Figure, title: str) -> None:
+    """The figure's title; on a figure too narrow for it, a " · " part (the data source)
+    moves to a second line instead of running past the edges."""
+    bold_glyph_pt = RC["figure.titlesize"] * 0.62
+    if len(title) * bold_glyph_pt > fig.get_figwidth() * 72 and " · " in title:
+        head, _, tail = title.partition(" · ")
+        title = f"{head}\n{tail}"
     fig.suptitle(title)
 
 
@@ -241,6 +247,21 @@ def short_number(value: float) -> str:
         if magnitude >= scale:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:g}"
+
+
+def plain_log_ticks(ax: Axes) -> None:
+    """y tick labels 0.2, 0.5, 1, 2 instead of 2×10⁻¹ on a log axis over a few decades
+    (losses). Call after plotting: minor ticks are labelled (at 2 and 5) only when the data
+    span under two decades, where there is room for them."""
+    low, high = ax.dataLim.intervaly
+    few_decades = low > 0 and math.log10(high / low) < 2
+
+    def minor_label(value: float, _pos: int) -> str:
+        leading_digit = round(value / 10 ** math.floor(math.log10(value)))
+        return f"{value:.3g}" if few_decades and leading_digit in (2, 5) else ""
+
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _pos: f"{value:.3g}"))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor_label))
 
 
 def spans_decades(values: Iterable[float], decades: float = 1.5) -> bool:
