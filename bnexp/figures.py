@@ -248,11 +248,22 @@ def _follows_group_choice(runs_df: pd.DataFrame, key: str, candidates: list[str]
 def ordered_values(values: pd.Series) -> list[Any]:
     """Distinct values in reading order: numbers ascending, then text; missing last."""
     distinct = list(dict.fromkeys(_hashable(v) for v in values))
-    present = [v for v in distinct if not plots._is_missing(v)]
-    missing = [v for v in distinct if plots._is_missing(v)]
+    present = [v for v in distinct if not plots.is_missing(v)]
+    missing = [v for v in distinct if plots.is_missing(v)]
     numbers = sorted(v for v in present if isinstance(v, int | float) and not isinstance(v, bool))
     others = sorted((v for v in present if v not in numbers), key=str)
     return numbers + others + missing[:1]
+
+
+def value_index(values: list[Any], value: Any) -> int:
+    """Position of a config value among `ordered_values`; a missing value (NaN is not equal
+    to itself) matches the missing entry."""
+    if plots.is_missing(value):
+        for i, candidate in enumerate(values):
+            if plots.is_missing(candidate):
+                return i
+        raise ValueError("no missing value among the values")
+    return values.index(_hashable(value))
 
 
 def variant_label(row: pd.Series | dict, keys: Sequence[str]) -> str:
@@ -262,7 +273,7 @@ def variant_label(row: pd.Series | dict, keys: Sequence[str]) -> str:
 
 
 def is_numeric_key(values: Sequence[Any]) -> bool:
-    present = [v for v in values if not plots._is_missing(v)]
+    present = [v for v in values if not plots.is_missing(v)]
     return len(present) > 1 and all(
         isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool | np.bool_)
         for v in present
@@ -274,7 +285,6 @@ class Sweep:
     """The plotted runs with their variant, plus what every figure's caption says."""
 
     runs: pd.DataFrame  # plotted runs only; columns: run_dir, keys..., seed, variant, ...
-    all_runs: pd.DataFrame
     keys: list[str]
     values: dict[str, list[Any]]  # ordered distinct values per varying key
     variants: list[str]  # in reading order
@@ -296,7 +306,7 @@ class Sweep:
         `keys`, so lines in a panel differ only in what the legend names."""
         styling: dict[str, Any] = {"color": style.COLORS[0], "linestyle": "-", "marker": "o"}
         for key, attribute in zip(keys[:3], ("color", "linestyle", "marker"), strict=False):
-            index = self.values[key].index(_hashable(row[key]))
+            index = value_index(self.values[key], row[key])
             if attribute == "color":
                 styling["color"] = self.color_of(key, index)
             elif attribute == "linestyle":
@@ -324,7 +334,7 @@ class Sweep:
         rows = self.variant_rows()
         keys = [*self.keys[1:], *self.keys[:1]]
         position = {
-            variant: tuple(self.values[k].index(_hashable(rows.loc[variant, k])) for k in keys)
+            variant: tuple(value_index(self.values[k], rows.loc[variant, k]) for k in keys)
             for variant in self.variants
         }
         return sorted(self.variants, key=position.__getitem__)
@@ -342,7 +352,7 @@ def build_sweep(runs_df: pd.DataFrame, keys: list[str]) -> Sweep:
 
     def order(label: str) -> tuple:
         row = runs[runs["variant"] == label].iloc[0]
-        return tuple(values[k].index(_hashable(row[k])) for k in keys)
+        return tuple(value_index(values[k], row[k]) for k in keys)
 
     variants = sorted(runs["variant"].unique(), key=order)
     suffix = {}
@@ -352,7 +362,6 @@ def build_sweep(runs_df: pd.DataFrame, keys: list[str]) -> Sweep:
             suffix[variant] = f" ({n_diverged} of {len(group)} diverged)"
     return Sweep(
         runs=runs,
-        all_runs=runs_df,
         keys=keys,
         values=values,
         variants=variants,
@@ -428,8 +437,10 @@ class Facets:
     def _index(key: str | None, values: list[Any], row: pd.Series) -> int | None:
         if key is None:
             return 0
-        value = _hashable(row[key])
-        return values.index(value) if value in values else None
+        try:
+            return value_index(values, row[key])
+        except ValueError:  # a value left out by the cap on panels
+            return None
 
 
 def plan_facets(sweep: Sweep, keys: Sequence[str]) -> Facets:
@@ -583,7 +594,7 @@ def plot_test_accuracy(
     if (sweep.runs["status"] == "diverged").any():
         handles.append(_diverged_handle())
     style.add_legend_below(fig, handles)
-    return plots._decorate(fig, title, [*caption, *facets.notes])
+    return plots.decorate(fig, title, [*caption, *facets.notes])
 
 
 def _line_handle(look: dict[str, Any], label: str) -> Line2D:
@@ -724,7 +735,7 @@ def plot_grad_profile(
     notes = [] if len(sweep.values.get(split, [])) <= MAX_FACET_VALUES else [
         f"rows show the first {MAX_FACET_VALUES} values of {split} only"
     ]  # fmt: skip
-    return plots._decorate(fig, title, [*caption, *notes])
+    return plots.decorate(fig, title, [*caption, *notes])
 
 
 def _stage_profiles(rows: pd.DataFrame) -> dict[str, pd.Series]:
@@ -814,7 +825,7 @@ def plot_activation_ranges(
         Line2D([], [], color=style.MUTED, label="median (pre) / mean (activation)"),
     ]
     style.add_legend_below(fig, handles)
-    return plots._decorate(fig, title, [*caption, *_variant_cap_note(sweep, MAX_VARIANT_PANELS)])
+    return plots.decorate(fig, title, [*caption, *_variant_cap_note(sweep, MAX_VARIANT_PANELS)])
 
 
 def _band(ax: Axes, low: pd.Series, high: pd.Series, color: Any, *, alpha: float) -> None:
@@ -877,7 +888,7 @@ def plot_unit_percentiles(
         "seeds, since different seeds learn different units; last hidden layer, fixed probe batch",
         *_variant_cap_note(sweep, MAX_VARIANT_PANELS),
     ]
-    return plots._decorate(fig, title, [*caption, *notes])
+    return plots.decorate(fig, title, [*caption, *notes])
 
 
 def _lowest_seed_run(runs: pd.DataFrame) -> pd.Series:
@@ -923,7 +934,7 @@ def plot_saturation(
         fig.colorbar(
             mesh, ax=axes, label="saturated fraction of activations", shrink=0.9, aspect=30
         )
-    return plots._decorate(fig, title, [*caption, *_variant_cap_note(sweep, MAX_VARIANT_PANELS)])
+    return plots.decorate(fig, title, [*caption, *_variant_cap_note(sweep, MAX_VARIANT_PANELS)])
 
 
 def _edges(centres: np.ndarray) -> np.ndarray:
@@ -996,7 +1007,7 @@ def plot_final_accuracy_by_variant(
         handles.append(Line2D([], [], color=style.MUTED, marker=style.DIVERGED_MARKER, linestyle="none",
                               label="diverged seed (last accuracy; not in the mean)"))  # fmt: skip
     style.add_legend_below(fig, handles)
-    return plots._decorate(fig, title, [*caption, *_variant_cap_note(sweep, 40)])
+    return plots.decorate(fig, title, [*caption, *_variant_cap_note(sweep, 40)])
 
 
 @style.styled
@@ -1045,7 +1056,7 @@ def plot_final_accuracy_vs(
     if (sweep.runs["status"] == "diverged").any():
         legend.append(_diverged_handle("diverged seed (last accuracy; not in the mean)"))
     style.add_legend_below(fig, legend)
-    return plots._decorate(fig, title, [*caption, *facets.notes])
+    return plots.decorate(fig, title, [*caption, *facets.notes])
 
 
 def _group_by_keys(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -1251,6 +1262,17 @@ def _md_escape(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def accuracy_fraction(text: str) -> float:
+    """--target is a fraction of correct answers; 90 (a percentage) is a likely slip."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in (0, 1]; 90% is 0.9")
+    return value
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bnexp figures",
@@ -1266,8 +1288,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: <first PATH>/figures)"
     )
-    parser.add_argument("--target", type=float, default=0.9, metavar="ACC",
-                        help="test accuracy (fraction) for the steps_to_target column (default: 0.9)")  # fmt: skip
+    parser.add_argument(
+        "--target",
+        type=accuracy_fraction,
+        default=0.9,
+        metavar="ACC",
+        help="test accuracy, as a fraction, for the steps_to_target column (default: 0.9)",
+    )
     return parser.parse_args(argv)
 
 

@@ -242,7 +242,7 @@ def config_summary(
             values = ",".join(format_value(v) for v in varying[key])
             parts.append(template.format("{" + values + "}"))
             continue
-        if key not in config or _is_missing(config[key]):
+        if key not in config or is_missing(config[key]):
             continue
         text = format_value(config[key])
         if key == "init" and text == "default":
@@ -257,7 +257,7 @@ def config_summary(
 
 def data_source_text(meta: Mapping[str, Any], dataset: Any = None) -> str:
     """Where the images came from, loud when it is the 5,000-digit fallback."""
-    name = str(dataset).upper() if dataset and not _is_missing(dataset) else "dataset"
+    name = str(dataset).upper() if dataset and not is_missing(dataset) else "dataset"
     if name == "CIFAR10":
         name = "CIFAR-10"
     sizes = _sizes_text(meta.get("train_size"), meta.get("test_size"))
@@ -315,7 +315,7 @@ def marker_for(n_points: int) -> str | None:
 
 def pick_steps(steps: Iterable[float], n: int = 4) -> list[float]:
     """n logged steps spread over training: first, evenly spaced middles, last."""
-    unique = sorted(set(float(s) for s in steps if not _is_missing(s)))
+    unique = sorted(set(float(s) for s in steps if not is_missing(s)))
     if len(unique) <= n:
         return unique
     positions = sorted({round(i * (len(unique) - 1) / (n - 1)) for i in range(n)})
@@ -369,7 +369,8 @@ def layer_grid(n_layers: int, *, sharey: bool = True) -> tuple[Figure, list[Axes
     return fig, list(axes.flat)[:n_layers]
 
 
-def _decorate(fig: Figure, title: str, caption: Sequence[str]) -> Figure:
+def decorate(fig: Figure, title: str, caption: Sequence[str]) -> Figure:
+    """Title above, caption lines below: every figure says what it shows and what was run."""
     style.add_title(fig, title)
     style.add_caption(fig, caption)
     return fig
@@ -383,8 +384,9 @@ def _as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def is_missing(value: Any) -> bool:
+    """None or NaN: an empty cell or a null config value."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _sizes_text(train_size: Any, test_size: Any) -> str:
@@ -415,7 +417,7 @@ def plot_curves(
     if train.empty and test.empty:
         style.no_data(loss_ax)
         style.no_data(acc_ax)
-        return _decorate(fig, title, caption)
+        return decorate(fig, title, caption)
 
     train_style = dict(
         color=style.COLORS[0], linewidth=0.8, alpha=0.7, marker=marker_for(len(train))
@@ -442,7 +444,7 @@ def plot_curves(
         style.format_steps(ax)
         mark_divergence(ax, diverged_at_step, label=ax is acc_ax)
     loss_ax.legend(loc="best")
-    return _decorate(fig, title, caption)
+    return decorate(fig, title, caption)
 
 
 @style.styled
@@ -483,7 +485,7 @@ def plot_grad_profile(
         ax.xaxis.get_major_locator().set_params(integer=True)
     if steps:
         weight_ax.legend(title="training step", loc="best")
-    return _decorate(fig, title, caption)
+    return decorate(fig, title, caption)
 
 
 @style.styled
@@ -500,7 +502,7 @@ def plot_pre_bands(
     if not layer_ids:
         fig, axes = style.new_figure(1, 1, panel_height=2.0)
         style.no_data(axes[0, 0])
-        return _decorate(fig, title, caption)
+        return decorate(fig, title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
     for ax, layer in zip(panels, layer_ids, strict=True):
@@ -528,7 +530,7 @@ def plot_pre_bands(
     ]
     style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
     label_outer_panels(fig, STEP_LABEL, "pre-activation (input to the nonlinearity)")
-    return _decorate(fig, title, caption)
+    return decorate(fig, title, caption)
 
 
 @style.styled
@@ -545,7 +547,7 @@ def plot_act_range(
     if not layer_ids:
         fig, axes = style.new_figure(1, 1, panel_height=2.0)
         style.no_data(axes[0, 0])
-        return _decorate(fig, title, caption)
+        return decorate(fig, title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[2]
     for ax, layer in zip(panels, layer_ids, strict=True):
@@ -566,7 +568,7 @@ def plot_act_range(
     ]
     style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
     label_outer_panels(fig, STEP_LABEL, "activation output")
-    return _decorate(fig, title, caption)
+    return decorate(fig, title, caption)
 
 
 @style.styled
@@ -583,7 +585,7 @@ def plot_unit_percentiles(
     if not layer_ids:
         fig, axes = style.new_figure(1, 1, panel_height=2.0)
         style.no_data(axes[0, 0])
-        return _decorate(fig, title, caption)
+        return decorate(fig, title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
     for ax, layer in zip(panels, layer_ids, strict=True):
@@ -595,7 +597,7 @@ def plot_unit_percentiles(
     handles = percentile_legend_handles(color) + divergence_handles(diverged_at_step)
     style.add_legend_below(fig, handles)
     label_outer_panels(fig, STEP_LABEL, "tracked unit's pre-activation")
-    return _decorate(fig, title, caption)
+    return decorate(fig, title, caption)
 
 
 def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:

@@ -292,6 +292,22 @@ def test_group_settings_that_follow_the_choice_are_not_axes() -> None:
     assert figures.varying_keys(runs) == ["norm", "depth"]
 
 
+def test_a_key_missing_from_older_runs_is_a_value_of_its_own(tmp_path: Path) -> None:
+    """Runs written before a config key existed have no value for it: they form their own
+    variant instead of breaking the figures."""
+    for seed, norm in enumerate(("batch", "none")):
+        write_run(tmp_path / "old" / str(seed), norm=norm, seed=seed, steps=200)
+    new = write_run(tmp_path / "new", norm="batch", steps=200)
+    config = new / ".hydra" / "config.yaml"
+    config.write_text(config.read_text() + "label_smoothing: 0.1\n")
+    runs, layers, metrics, _warnings = figures.collect(figures.find_runs([tmp_path]))
+    assert figures.varying_keys(runs) == ["norm", "label_smoothing"]
+    sweep = figures.build_sweep(runs, figures.varying_keys(runs))
+    assert sweep.variants[1] == "norm=batch, label_smoothing=null"  # missing sorts last
+    spec = next(s for s in figures.figure_specs(sweep, layers, metrics) if s.name == "grad_profile")
+    assert spec.build(title="t", caption=[]).axes
+
+
 def test_t_interval_uses_student_quantiles() -> None:
     mean, half, n = figures.mean_ci95([1.0, 2.0, 3.0])
     assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 * 1.0 / np.sqrt(3), rel=1e-3)
