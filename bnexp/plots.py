@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,15 @@ GROUP_KEYS: tuple[str, ...] = ("data", "model", "norm", "optim")
 BUNDLED_SOURCE = "bundled-mnist5k"
 BUNDLED_TEXT = "bundled MNIST subset (5,000 digits)"
 
-# Figure file names (without extension) that save_run_plots writes into <run>/plots/.
-RUN_PLOT_NAMES: tuple[str, ...] = (
-    "curves", "grad_profile", "pre_bands", "act_range", "unit_percentiles",
-)  # fmt: skip
+# The figures save_run_plots writes into <run>/plots/ (file name without extension: title).
+RUN_PLOT_TITLES: dict[str, str] = {
+    "curves": "Loss and accuracy",
+    "grad_profile": "Gradient magnitude per layer",
+    "pre_bands": "Input to the nonlinearity over training",
+    "act_range": "Activation range over training",
+    "unit_percentiles": "One unit's input over training (BN paper Fig. 1b,c)",
+}
+RUN_PLOT_NAMES: tuple[str, ...] = tuple(RUN_PLOT_TITLES)
 
 STEP_LABEL = "training step (SGD updates)"
 SPARSE_POINTS = 12  # series with at most this many points get markers, so one point shows
@@ -406,7 +412,7 @@ def plot_curves(
     metrics: pd.DataFrame,
     *,
     diverged_at_step: float | None = None,
-    title: str = "Loss and accuracy",
+    title: str = RUN_PLOT_TITLES["curves"],
     caption: Sequence[str] = (),
 ) -> Figure:
     """Train (per batch) and test loss and accuracy against the training step."""
@@ -452,7 +458,7 @@ def plot_grad_profile(
     layers: pd.DataFrame,
     *,
     n_steps: int = 4,
-    title: str = "Gradient magnitude per layer",
+    title: str = RUN_PLOT_TITLES["grad_profile"],
     caption: Sequence[str] = (),
 ) -> Figure:
     """Mean |dL/dW| and mean |dL/d act| against the layer index, one line per moment of
@@ -493,7 +499,7 @@ def plot_pre_bands(
     layers: pd.DataFrame,
     *,
     diverged_at_step: float | None = None,
-    title: str = "Input to the nonlinearity over training",
+    title: str = RUN_PLOT_TITLES["pre_bands"],
     caption: Sequence[str] = (),
 ) -> Figure:
     """One panel per layer: the batch's 15-85th percentile band and median of the
@@ -538,7 +544,7 @@ def plot_act_range(
     layers: pd.DataFrame,
     *,
     diverged_at_step: float | None = None,
-    title: str = "Activation range over training",
+    title: str = RUN_PLOT_TITLES["act_range"],
     caption: Sequence[str] = (),
 ) -> Figure:
     """One panel per layer: the batch's min-max range of the activation output and its mean,
@@ -556,7 +562,7 @@ def plot_act_range(
         ax.fill_between(rows["step"], finite(rows["act_min"]), finite(rows["act_max"]),
                         color=color, alpha=0.25, linewidth=0)  # fmt: skip
         ax.plot(rows["step"], finite(rows["act_mean"]), color=color, marker=marker)
-        ax.plot(rows["step"], finite(rows["act_sat_frac"]), color=style.COLORS[1],
+        ax.plot(rows["step"], finite(rows["act_sat_frac"]), color=style.COLORS[3],
                 linestyle=":", linewidth=1.0, marker=marker, markersize=2)  # fmt: skip
         ax.set_title(f"layer {layer}", pad=2)
         style.format_steps(ax)
@@ -564,7 +570,7 @@ def plot_act_range(
     handles = [
         Patch(color=color, alpha=0.25, label="min–max over the batch"),
         Line2D([], [], color=color, label="mean"),
-        Line2D([], [], color=style.COLORS[1], linestyle=":", label="saturated fraction"),
+        Line2D([], [], color=style.COLORS[3], linestyle=":", label="saturated fraction"),
     ]
     style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
     label_outer_panels(fig, STEP_LABEL, "activation output")
@@ -576,7 +582,7 @@ def plot_unit_percentiles(
     layers: pd.DataFrame,
     *,
     diverged_at_step: float | None = None,
-    title: str = "One unit's input over training (BN paper Fig. 1b,c)",
+    title: str = RUN_PLOT_TITLES["unit_percentiles"],
     caption: Sequence[str] = (),
 ) -> Figure:
     """One panel per layer: 15th, 50th and 85th percentile of one unit's pre-activation over
@@ -624,32 +630,21 @@ def save_run_plots(run_dir: Path) -> list[Path]:
     Figures whose data the run does not have (no metrics yet, no layer rows) are skipped.
     """
     run = load_run(run_dir)
-    caption = run_caption(run)
     diverged_at = run.diverged_at_step
-    out_dir = Path(run_dir) / "plots"
-
-    def titled(text: str) -> str:
-        return title_with_source(text, run.meta)
-
-    builders = []
+    builders: dict[str, Callable[..., Figure]] = {}
     if not run.metrics.empty:
-        builders.append(("curves", lambda: plot_curves(
-            run.metrics, diverged_at_step=diverged_at, title=titled("Loss and accuracy"), caption=caption)))  # fmt: skip
+        builders["curves"] = partial(plot_curves, run.metrics, diverged_at_step=diverged_at)
     if not run.layers.empty:
-        builders += [
-            ("grad_profile", lambda: plot_grad_profile(
-                run.layers, title=titled("Gradient magnitude per layer"), caption=caption)),
-            ("pre_bands", lambda: plot_pre_bands(
-                run.layers, diverged_at_step=diverged_at,
-                title=titled("Input to the nonlinearity over training"), caption=caption)),
-            ("act_range", lambda: plot_act_range(
-                run.layers, diverged_at_step=diverged_at,
-                title=titled("Activation range over training"), caption=caption)),
-            ("unit_percentiles", lambda: plot_unit_percentiles(
-                run.layers, diverged_at_step=diverged_at,
-                title=titled("One unit's input over training (BN paper Fig. 1b,c)"), caption=caption)),
-        ]  # fmt: skip
+        builders["grad_profile"] = partial(plot_grad_profile, run.layers)
+        for name, plot in (
+            ("pre_bands", plot_pre_bands),
+            ("act_range", plot_act_range),
+            ("unit_percentiles", plot_unit_percentiles),
+        ):
+            builders[name] = partial(plot, run.layers, diverged_at_step=diverged_at)
+    caption = run_caption(run)
     written: list[Path] = []
-    for name, build in builders:
-        written += style.savefig(build(), out_dir / name, formats=("png",))
+    for name, build in builders.items():
+        fig = build(title=title_with_source(RUN_PLOT_TITLES[name], run.meta), caption=caption)
+        written += style.savefig(fig, Path(run_dir) / "plots" / name, formats=("png",))
     return written
