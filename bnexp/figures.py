@@ -525,7 +525,7 @@ def _panel_grid(
 def _variant_title(ax: Axes, sweep: Sweep, variant: str) -> None:
     """Panel titles name a variant; long ones wrap at a comma rather than run into the next
     panel, and a note such as "(1 of 2 diverged)" gets a line of its own."""
-    text = _wrap(variant, 30)
+    text = _wrap(variant, 24)  # 4 panels across a 7-inch figure: about 24 characters each
     note = sweep.variant_suffix.get(variant, "").strip()
     ax.set_title(f"{text}\n{note}" if note else text, fontsize=7.5, pad=3)
 
