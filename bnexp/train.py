@@ -7,6 +7,7 @@ run the bare model. No files, no printing: the caller decides where rows go.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -102,6 +103,10 @@ def train(
     probe_x = data.to_float(data.x_test[: cfg.probe_size])
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
 
+    def elapsed() -> float:
+        return time.perf_counter() - start
+
+    # Train loss and accuracy are averaged over the steps since the previous row.
     loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
@@ -111,62 +116,40 @@ def train(
             x = augment(x, augment_generator)
         logged = step % log_every == 0 or step == cfg.steps
 
-        if logged:
-            with capture(blocks) as seen:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-        else:
+        with capture(blocks) if logged else contextlib.nullcontext() as seen:
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
 
         loss_value = loss.item()
-        diverged = not math.isfinite(loss_value)
+        if not math.isfinite(loss_value):  # a divergence is a result: record it and stop
+            on_log([step, loss_value, None, None, None, lr, round(elapsed(), 3)], [])
+            return Outcome("diverged", step, step, elapsed(), step / elapsed(), model)
         loss_sum += loss_value
         correct += (logits.detach().argmax(1) == y).sum()
         seen_samples += len(y)
         seen_steps += 1
 
-        if logged or diverged:
-            stats = measure_layers(cfg, model, blocks, seen, probe_x) if logged else None
-            test_loss, test_acc = (
-                evaluate(model, data)
-                if (step % eval_every == 0 or step == cfg.steps) and not diverged
-                else (None, None)
-            )
-            weights_before = [b.weight_layer.weight.detach().clone() for b in blocks]
-        if step < cfg.steps and not diverged:
+        if not logged:
             optimizer.step()
-        if logged or diverged:
-            if stats is not None and step < cfg.steps and not diverged:
-                stats[:, UPDATE_RATIO_COLUMN] = update_ratios(
-                    [b.weight_layer.weight for b in blocks], weights_before
-                )
-            elapsed = time.perf_counter() - start
-            metrics_row = [
-                step, loss_sum / seen_steps, correct.item() / seen_samples,
-                test_loss, test_acc, lr, round(elapsed, 3),
-            ]  # fmt: skip
-            layer_rows = (
-                [[step, i + 1, *values] for i, values in enumerate(stats.tolist())]
-                if stats is not None
-                else []
-            )
-            on_log(metrics_row, layer_rows)
-            loss_sum, correct, seen_samples, seen_steps = (
-                0.0,
-                torch.zeros((), dtype=torch.long),
-                0,
-                0,
-            )
-            if progress is not None:
-                progress(step, metrics_row[1])
-        if diverged:
-            wall = time.perf_counter() - start
-            return Outcome("diverged", step, step, wall, step / wall if wall > 0 else 0.0, model)
+            continue
 
-    wall = time.perf_counter() - start
-    return Outcome("completed", cfg.steps, None, wall, cfg.steps / wall if wall > 0 else 0.0, model)
+        stats = measure_layers(cfg, model, blocks, seen, probe_x)
+        evaluated = step % eval_every == 0 or step == cfg.steps
+        test_loss, test_acc = evaluate(model, data) if evaluated else (None, None)
+        if step < cfg.steps:
+            weights = [block.weight_layer.weight for block in blocks]
+            weights_before = [w.detach().clone() for w in weights]
+            optimizer.step()
+            stats[:, UPDATE_RATIO_COLUMN] = update_ratios(weights, weights_before)
+        train_loss, train_acc = loss_sum / seen_steps, correct.item() / seen_samples
+        on_log(
+            [step, train_loss, train_acc, test_loss, test_acc, lr, round(elapsed(), 3)],
+            [[step, layer, *values] for layer, values in enumerate(stats.tolist(), start=1)],
+        )
+        loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+        if progress is not None:
+            progress(step, train_loss)
+
+    return Outcome("completed", cfg.steps, None, elapsed(), cfg.steps / elapsed(), model)
