@@ -1,0 +1,694 @@
+"""Claim evaluation: pure functions from tidy tables to a measured value and a verdict.
+
+A finding's claims are declared in `configs/findings/NAME.yaml`, before the runs exist. Each
+claim names a *measure* (a function below, registered in `MEASURES`) with its arguments, and a
+*criterion* the measured value must meet:
+
+    measure: steps_to_reach_ratio
+    args: {fast: {norm: batch}, slow: {norm: none}}
+    criterion: {op: ">=", value: 3}
+
+Measures read `Tables` (one row per run; the concatenated metrics.csv and layers.csv rows,
+keyed by `run_id`; extra tables that in-process findings compute) and return a
+`Measurement`. They never touch files, so they are tested on synthetic tables.
+
+Verdicts: `reproduced` (the criterion holds), `not reproduced` (it does not), `inconclusive`
+(the value could not be measured: runs missing or failed, too few points; or, for an interval
+criterion, the 95% interval straddles the boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+
+@dataclass
+class Tables:
+    """Everything a finding's claims are measured on.
+
+    runs: one row per run: `run_id`, `status`, `data_source`, `diverged_at_step`, and every
+      config key flattened (`norm`, `act`, `seed`, `optim.lr`, `batch_size`, ...; a config
+      group's choice under the group's own name, as users type it).
+    metrics: `run_id` + the metrics.csv columns.
+    layers: `run_id` + the layers.csv columns.
+    extra: tables that in-process findings compute (e.g. `eval_batch_size`).
+    """
+
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    layers: pd.DataFrame
+    extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls) -> Tables:
+        return cls(pd.DataFrame({"run_id": [], "status": []}), pd.DataFrame(), pd.DataFrame())
+
+
+class Missing(Exception):
+    """The value cannot be measured (missing or failed runs, no data): the verdict is inconclusive."""
+
+
+@dataclass
+class Measurement:
+    value: float
+    text: str  # the value with its context, for the report: "BN 450 steps, plain 4,950: 11x"
+    interval: tuple[float, float] | None = None  # 95% interval, when the measure has one
+    detail: pd.DataFrame | None = None  # the numbers behind the value (per layer, per variant)
+
+
+@dataclass
+class ClaimResult:
+    id: str
+    claim: str
+    published: str
+    criterion: str
+    value: float | None
+    value_text: str
+    verdict: str
+    reason: str
+    interval: tuple[float, float] | None = None
+    detail: pd.DataFrame | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Selecting runs
+# --------------------------------------------------------------------------------------------
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """Config values compare as users write them: 0.5 == "0.5", True == "true", 32 == 32.0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return wanted is None
+    if (
+        isinstance(wanted, bool)
+        or isinstance(value, bool)
+        or str(wanted).lower() in ("true", "false")
+    ):
+        return str(value).lower() == str(wanted).lower()
+    try:
+        return math.isclose(float(value), float(wanted), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(value) == str(wanted)
+
+
+def describe(where: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in where.items()) or "all runs"
+
+
+def select(runs: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
+    """The runs whose config matches every key of `where`."""
+    mask = pd.Series(True, index=runs.index)
+    for key, wanted in where.items():
+        if key not in runs.columns:
+            return runs.iloc[0:0]
+        mask &= runs[key].map(lambda v, w=wanted: _same(v, w))
+    return runs[mask]
+
+
+def variant_runs(
+    tables: Tables, where: Mapping[str, Any], *, allow_diverged: bool = False
+) -> pd.DataFrame:
+    """The runs of one variant; Missing if there are none or some did not finish.
+
+    Diverged runs are results (a curve that ends), failed or unfinished runs are not: a
+    variant with any of those cannot be measured.
+    """
+    runs = select(tables.runs, where)
+    if runs.empty:
+        raise Missing(f"no runs with {describe(where)}")
+    ok = {"completed", "diverged"} if allow_diverged else {"completed"}
+    bad = runs[~runs["status"].isin(ok)]
+    if not bad.empty:
+        statuses = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
+        raise Missing(
+            f"{len(bad)} of {len(runs)} runs with {describe(where)} did not complete ({statuses})"
+        )
+    return runs
+
+
+def _diverged(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "diverged"]
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy curves
+# --------------------------------------------------------------------------------------------
+
+
+def accuracy_curve(tables: Tables, run_id: str) -> pd.Series:
+    """Test accuracy by step of one run (evaluated steps only)."""
+    rows = tables.metrics[tables.metrics["run_id"] == run_id]
+    rows = rows.dropna(subset=["test_acc"])
+    return rows.groupby("step")["test_acc"].mean().sort_index()
+
+
+def mean_curve(tables: Tables, runs: pd.DataFrame) -> pd.Series:
+    """Seed-mean test accuracy by step, on the steps every run evaluated."""
+    curves = [accuracy_curve(tables, rid) for rid in runs["run_id"]]
+    frame = pd.concat(curves, axis=1, join="inner") if curves else pd.DataFrame()
+    if frame.empty:
+        raise Missing(f"no test-accuracy rows for runs {', '.join(runs['run_id'])}")
+    return frame.mean(axis=1)
+
+
+def final_accuracy(tables: Tables, run_id: str, last_evals: int = 3) -> float:
+    """Mean of a run's last `last_evals` test accuracies (smooths the test-set noise)."""
+    curve = accuracy_curve(tables, run_id)
+    if curve.empty:
+        raise Missing(f"run {run_id} has no test accuracy")
+    return float(curve.iloc[-last_evals:].mean())
+
+
+def first_step_reaching(curve: pd.Series, target: float) -> float | None:
+    hits = curve[curve >= target - 1e-12]
+    return float(hits.index[0]) if len(hits) else None
+
+
+def _steps(value: float | None) -> str:
+    return "never" if value is None else f"{value:,.0f} steps"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+# --------------------------------------------------------------------------------------------
+# Small statistics
+# --------------------------------------------------------------------------------------------
+
+# Two-sided 95% quantiles of Student's t for 1 ... 30 degrees of freedom.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+    2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% t-interval; a single value gives an infinitely wide interval."""
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    n = len(values)
+    if n < 2:
+        return mean, -math.inf, math.inf
+    t = _T975[n - 2] if n - 2 < len(_T975) else 1.96
+    half = t * float(values.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _per_run_layers(tables: Tables, runs: pd.DataFrame) -> pd.DataFrame:
+    rows = tables.layers[tables.layers["run_id"].isin(runs["run_id"])]
+    if rows.empty:
+        raise Missing(f"no layers.csv rows for runs {', '.join(runs['run_id'])}")
+    return rows
+
+
+def _layer_index(layers: pd.DataFrame, layer: Any) -> int:
+    present = sorted(int(v) for v in layers["layer"].dropna().unique())
+    if not present:
+        raise Missing("no hidden-layer rows")
+    if layer in ("last", "top"):
+        return present[-1]
+    if layer in ("first", "bottom"):
+        return present[0]
+    return int(layer)
+
+
+# --------------------------------------------------------------------------------------------
+# Measures
+# --------------------------------------------------------------------------------------------
+
+
+def steps_to_reach_ratio(
+    tables: Tables, fast: dict, slow: dict, last_evals: int = 3
+) -> Measurement:
+    """How many times fewer steps `fast` needs than `slow` to reach `slow`'s final accuracy.
+
+    The target is the slow variant's final test accuracy (seed mean of its last `last_evals`
+    evaluations): the BN paper's own yardstick (BN-x5 reached Inception's final 72.2% in 14x
+    fewer steps). Steps are read on seed-mean curves. A fast variant that diverges or never
+    reaches the target scores 0.
+    """
+    slow_runs = variant_runs(tables, slow)
+    target = float(np.mean([final_accuracy(tables, r, last_evals) for r in slow_runs["run_id"]]))
+    slow_curve = mean_curve(tables, slow_runs)
+    if target <= slow_curve.iloc[0] + 1e-12:
+        raise Missing(
+            f"{describe(slow)} did not learn: its final accuracy {_pct(target)} is no better than at step "
+            f"{slow_curve.index[0]:,.0f} ({_pct(slow_curve.iloc[0])}), so there is no target to reach"
+        )
+    slow_steps = first_step_reaching(slow_curve, target)
+    fast_runs = variant_runs(tables, fast, allow_diverged=True)
+    detail = {"variant": [describe(slow), describe(fast)], "target_acc": [target, target]}
+    diverged = _diverged(fast_runs)
+    if not diverged.empty:
+        text = f"{describe(fast)} diverged in {len(diverged)} of {len(fast_runs)} runs; target {_pct(target)} never reached"
+        detail["steps_to_target"] = [slow_steps, None]
+        return Measurement(0.0, text, detail=pd.DataFrame(detail))
+    fast_steps = first_step_reaching(mean_curve(tables, fast_runs), target)
+    detail["steps_to_target"] = [slow_steps, fast_steps]
+    if fast_steps is None:
+        text = f"target {_pct(target)} ({describe(slow)} final): {describe(slow)} {_steps(slow_steps)}, {describe(fast)} never"
+        return Measurement(0.0, text, detail=pd.DataFrame(detail))
+    ratio = math.inf if fast_steps == 0 else slow_steps / fast_steps
+    speedup = "already at step 0" if fast_steps == 0 else f"{ratio:.1f}x fewer"
+    text = (
+        f"target {_pct(target)} ({describe(slow)} final): {describe(fast)} {_steps(fast_steps)}, "
+        f"{describe(slow)} {_steps(slow_steps)}: {speedup}"
+    )
+    return Measurement(ratio, text, detail=pd.DataFrame(detail))
+
+
+def final_accuracy_difference(
+    tables: Tables, a: dict, b: dict, last_evals: int = 3, pair_by: str = "seed"
+) -> Measurement:
+    """Final test accuracy of `a` minus `b`, in percentage points, paired by seed: mean and
+    95% t-interval over the pairs."""
+    runs_a, runs_b = variant_runs(tables, a), variant_runs(tables, b)
+    final_a = {
+        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals)
+        for _, row in runs_a.iterrows()
+    }
+    final_b = {
+        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals)
+        for _, row in runs_b.iterrows()
+    }
+    pairs = sorted(set(final_a) & set(final_b), key=str)
+    if not pairs:
+        raise Missing(f"no {pair_by} has runs of both {describe(a)} and {describe(b)}")
+    diffs = np.array([100 * (final_a[k] - final_b[k]) for k in pairs])
+    mean, low, high = t_interval(diffs)
+    detail = pd.DataFrame(
+        {
+            pair_by: pairs,
+            "acc_a": [final_a[k] for k in pairs],
+            "acc_b": [final_b[k] for k in pairs],
+            "diff_points": diffs,
+        }
+    )
+    mean_a = float(np.mean([final_a[k] for k in pairs]))
+    mean_b = float(np.mean([final_b[k] for k in pairs]))
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(pairs) > 1 else ""
+    text = (
+        f"{describe(a)} {_pct(mean_a)} vs {describe(b)} {_pct(mean_b)}: "
+        f"{mean:+.2f} points{interval_text} (n={len(pairs)})"
+    )
+    return Measurement(mean, text, interval=(low, high), detail=detail)
+
+
+def curve_above_fraction(tables: Tables, upper: dict, lower: dict) -> Measurement:
+    """Fraction of evaluations (after step 0) at which `upper`'s seed-mean test accuracy is at
+    least `lower`'s."""
+    up = mean_curve(tables, variant_runs(tables, upper))
+    low = mean_curve(tables, variant_runs(tables, lower))
+    both = pd.concat([up.rename("upper"), low.rename("lower")], axis=1, join="inner")
+    both = both[both.index > 0]
+    if both.empty:
+        raise Missing("no common evaluation steps after step 0")
+    above = both["upper"] >= both["lower"]
+    value = float(above.mean())
+    text = f"{describe(upper)} >= {describe(lower)} at {above.sum()} of {len(both)} evaluations ({value:.0%})"
+    return Measurement(value, text, detail=both.reset_index())
+
+
+def _unit_drift(rows: pd.DataFrame, quantity: str) -> float:
+    if quantity == "median":
+        series = rows["unit_p50"]
+    elif quantity == "spread":
+        series = rows["unit_p85"] - rows["unit_p15"]
+    else:
+        raise ValueError(f"unknown drift quantity {quantity!r}: median or spread")
+    series = series.dropna()
+    if len(series) < 2:
+        raise Missing("fewer than two logged probe percentiles")
+    return float(series.max() - series.min())
+
+
+def drift_ratio(
+    tables: Tables, high: dict, low: dict, quantity: str = "median", layer: Any = "last"
+) -> Measurement:
+    """How much more the tracked unit's distribution moves in `high` than in `low`.
+
+    Drift of a run = max - min over training of the tracked unit's median (`median`) or of its
+    15-85th percentile spread (`spread`) on the probe batch, at hidden layer `layer`, in the
+    sigmoid-input units both variants share; seed mean; value = drift(high) / drift(low).
+    """
+    drifts = {}
+    for name, where in (("high", high), ("low", low)):
+        runs = variant_runs(tables, where)
+        rows = _per_run_layers(tables, runs)
+        index = _layer_index(rows, layer)
+        rows = rows[rows["layer"] == index]
+        drifts[name] = float(
+            np.mean(
+                [_unit_drift(g.sort_values("step"), quantity) for _, g in rows.groupby("run_id")]
+            )
+        )
+    if drifts["low"] <= 0:
+        raise Missing(f"{describe(low)} shows no drift at all (range 0): ratio undefined")
+    ratio = drifts["high"] / drifts["low"]
+    text = (
+        f"range of the unit's {quantity} over training: {describe(high)} {drifts['high']:.3g}, "
+        f"{describe(low)} {drifts['low']:.3g}: {ratio:.1f}x"
+    )
+    detail = pd.DataFrame(
+        {
+            "variant": [describe(high), describe(low)],
+            f"{quantity}_drift": [drifts["high"], drifts["low"]],
+        }
+    )
+    return Measurement(ratio, text, detail=detail)
+
+
+def gradient_profile(
+    tables: Tables, where: dict, early_steps: int, column: str = "grad_w_mean_abs"
+) -> pd.Series:
+    """Per hidden layer: `column` averaged over the logged steps <= early_steps of each run,
+    then over runs (seeds)."""
+    runs = variant_runs(tables, where)
+    rows = _per_run_layers(tables, runs)
+    rows = rows[rows["step"] <= early_steps]
+    if rows.empty:
+        raise Missing(f"no logged steps <= {early_steps}")
+    per_run = rows.groupby(["run_id", "layer"])[column].mean()
+    return per_run.groupby("layer").mean().sort_index()
+
+
+def gradient_ratio(
+    tables: Tables,
+    where: dict,
+    early_steps: int = 100,
+    mode: str = "top_over_bottom",
+    column: str = "grad_w_mean_abs",
+) -> Measurement:
+    """Spread of the early-training gradient magnitude across layers.
+
+    `top_over_bottom`: last hidden layer / first; `max_over_min`: largest / smallest layer.
+    """
+    profile = gradient_profile(tables, where, early_steps, column).dropna()
+    if len(profile) < 2:
+        raise Missing("fewer than two layers with gradients")
+    if (profile <= 0).any():
+        raise Missing("a layer's mean |gradient| is exactly 0: ratio undefined")
+    if mode == "top_over_bottom":
+        value = float(profile.iloc[-1] / profile.iloc[0])
+        text = (
+            f"{describe(where)}: layer {profile.index[-1]} {profile.iloc[-1]:.2g}, "
+            f"layer {profile.index[0]} {profile.iloc[0]:.2g}: ratio {value:.3g}"
+        )
+    elif mode == "max_over_min":
+        value = float(profile.max() / profile.min())
+        text = f"{describe(where)}: {profile.min():.2g} to {profile.max():.2g} across layers: ratio {value:.3g}"
+    else:
+        raise ValueError(f"unknown mode {mode!r}: top_over_bottom or max_over_min")
+    detail = profile.rename(column).reset_index()
+    return Measurement(value, text, detail=detail)
+
+
+def _final_layer_values(tables: Tables, where: dict, column: str) -> pd.Series:
+    """Per hidden layer: `column` at each run's last logged step, seed mean."""
+    runs = variant_runs(tables, where)
+    rows = _per_run_layers(tables, runs)
+    last = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
+    values = last.groupby("layer")[column].mean().dropna()
+    if values.empty:
+        raise Missing(f"no {column} values for {describe(where)}")
+    return values
+
+
+def final_layer_max(tables: Tables, where: dict, column: str = "act_sat_frac") -> Measurement:
+    """The largest per-layer value of `column` at the end of training (seed mean)."""
+    values = _final_layer_values(tables, where, column)
+    value = float(values.max())
+    text = f"{describe(where)}: {column} at the end, largest layer (layer {values.idxmax()}): {value:.4g}"
+    return Measurement(value, text, detail=values.reset_index())
+
+
+def final_layer_max_ratio(
+    tables: Tables, a: dict, b: dict, column: str = "act_sat_frac"
+) -> Measurement:
+    """Largest per-layer `column` at the end of training in `a`, divided by the same in `b`."""
+    va, vb = _final_layer_values(tables, a, column), _final_layer_values(tables, b, column)
+    if vb.max() <= 0:
+        value = math.inf if va.max() > 0 else math.nan
+        if math.isnan(value):
+            raise Missing(f"{column} is 0 in both variants: ratio undefined")
+    else:
+        value = float(va.max() / vb.max())
+    text = f"largest-layer {column}: {describe(a)} {va.max():.4g}, {describe(b)} {vb.max():.4g}: {value:.3g}x"
+    detail = pd.DataFrame({"layer": va.index, describe(a): va.values}).merge(
+        pd.DataFrame({"layer": vb.index, describe(b): vb.values}), on="layer", how="outer"
+    )
+    return Measurement(value, text, detail=detail)
+
+
+def fails_to_reach(
+    tables: Tables, variants: list[dict], reference: dict, last_evals: int = 3
+) -> Measurement:
+    """How many of `variants` fail: diverge (in any seed) or never reach, on their seed-mean
+    curve, the reference variant's final accuracy."""
+    ref_runs = variant_runs(tables, reference)
+    target = float(np.mean([final_accuracy(tables, r, last_evals) for r in ref_runs["run_id"]]))
+    rows, failed = [], 0
+    for where in variants:
+        runs = variant_runs(tables, where, allow_diverged=True)
+        diverged = _diverged(runs)
+        if not diverged.empty:
+            outcome = f"diverged in {len(diverged)} of {len(runs)} runs"
+            steps = None
+        else:
+            steps = first_step_reaching(mean_curve(tables, runs), target)
+            outcome = (
+                "never reached the target" if steps is None else f"reached it at step {steps:,.0f}"
+            )
+        fails = steps is None
+        failed += fails
+        rows.append({"variant": describe(where), "outcome": outcome, "fails": fails})
+    text = f"target {_pct(target)} ({describe(reference)} final); " + "; ".join(
+        f"{r['variant']}: {r['outcome']}" for r in rows
+    )
+    return Measurement(
+        float(failed), f"{failed} of {len(variants)} fail: {text}", detail=pd.DataFrame(rows)
+    )
+
+
+def error_ratio(tables: Tables, a: dict, b: dict, last_evals: int = 3) -> Measurement:
+    """Test error of `a` divided by the test error of `b` (final accuracy, seed means)."""
+    errors = {}
+    for name, where in (("a", a), ("b", b)):
+        runs = variant_runs(tables, where)
+        errors[name] = 1 - float(
+            np.mean([final_accuracy(tables, r, last_evals) for r in runs["run_id"]])
+        )
+    if errors["b"] <= 0:
+        raise Missing(f"{describe(b)} has zero test error: ratio undefined")
+    value = errors["a"] / errors["b"]
+    text = f"test error {describe(a)} {_pct(errors['a'])}, {describe(b)} {_pct(errors['b'])}: {value:.2f}x"
+    detail = pd.DataFrame(
+        {"variant": [describe(a), describe(b)], "test_error": [errors["a"], errors["b"]]}
+    )
+    return Measurement(value, text, detail=detail)
+
+
+def _extra(tables: Tables, name: str) -> pd.DataFrame:
+    table = tables.extra.get(name)
+    if table is None or table.empty:
+        raise Missing(f"no {name!r} table (the in-process measurement did not run)")
+    return table
+
+
+def eval_accuracy_gap(
+    tables: Tables, eval_batch_size: Any = "max", table: str = "eval_batch_size"
+) -> Measurement:
+    """Running-statistics accuracy minus batch-statistics accuracy at one eval batch size, in
+    points (seed mean). `eval_batch_size: max` takes the largest size measured."""
+    rows = _extra(tables, table)
+    size = rows["eval_batch_size"].max() if eval_batch_size == "max" else eval_batch_size
+    at = rows[rows["eval_batch_size"] == size]
+    if at.empty:
+        raise Missing(f"eval batch size {size} was not measured")
+    acc = at.groupby("mode")["accuracy"].mean()
+    if not {"running", "batch"} <= set(acc.index):
+        raise Missing(f"eval batch size {size}: need both running and batch statistics")
+    gap = 100 * (acc["running"] - acc["batch"])
+    text = (
+        f"eval batch {size}: running statistics {_pct(acc['running'])}, "
+        f"batch statistics {_pct(acc['batch'])}: {gap:+.1f} points"
+    )
+    return Measurement(float(gap), text, detail=at.reset_index(drop=True))
+
+
+def eval_accuracy_range(
+    tables: Tables, mode: str = "running", table: str = "eval_batch_size"
+) -> Measurement:
+    """max - min test accuracy (points) over eval batch sizes, with `mode` statistics, seed mean."""
+    rows = _extra(tables, table)
+    rows = rows[rows["mode"] == mode]
+    by_size = rows.groupby("eval_batch_size")["accuracy"].mean()
+    if len(by_size) < 2:
+        raise Missing(f"fewer than two eval batch sizes with {mode} statistics")
+    value = 100 * float(by_size.max() - by_size.min())
+    text = (
+        f"{mode} statistics over eval batch sizes {by_size.index.min()}...{by_size.index.max()}: "
+        f"{_pct(by_size.min())} to {_pct(by_size.max())} ({value:.2f} points)"
+    )
+    return Measurement(value, text, detail=by_size.reset_index())
+
+
+def max_relative_error(
+    tables: Tables, check: str, eps: float = 0.0, table: str = "scale_invariance"
+) -> Measurement:
+    """The largest relative error of identity `check` over the scale factors a, at BN eps `eps`."""
+    rows = _extra(tables, table)
+    rows = rows[(rows["check"] == check) & np.isclose(rows["eps"], eps, rtol=0, atol=1e-15)]
+    if rows.empty:
+        raise Missing(f"no {check!r} rows at eps={eps:g}")
+    worst = rows.loc[rows["rel_error"].idxmax()]
+    value = float(worst["rel_error"])
+    text = f"{check}, eps={eps:g}: largest relative error {value:.2g} (a={worst['a']:g}; {len(rows)} scale factors)"
+    return Measurement(value, text, detail=rows.reset_index(drop=True))
+
+
+MEASURES: dict[str, Callable[..., Measurement]] = {
+    fn.__name__: fn
+    for fn in (
+        steps_to_reach_ratio, final_accuracy_difference, curve_above_fraction, drift_ratio,
+        gradient_ratio, final_layer_max, final_layer_max_ratio, fails_to_reach, error_ratio,
+        eval_accuracy_gap, eval_accuracy_range, max_relative_error,
+    )
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Criteria and verdicts
+# --------------------------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda v, t: v >= t,
+    ">": lambda v, t: v > t,
+    "<=": lambda v, t: v <= t,
+    "<": lambda v, t: v < t,
+    "==": lambda v, t: math.isclose(v, t, rel_tol=1e-9, abs_tol=1e-12),
+}
+_SYMBOLS = {">=": "≥", "<=": "≤", "==": "=", ">": ">", "<": "<"}
+
+
+def check_criterion(criterion: Mapping[str, Any]) -> None:
+    """Raises ValueError for a malformed criterion (caught when the findings are loaded)."""
+    op = criterion.get("op")
+    if op == "within":
+        if "low" not in criterion or "high" not in criterion:
+            raise ValueError("criterion op 'within' needs 'low' and 'high'")
+    elif op in _OPS:
+        if "value" not in criterion:
+            raise ValueError(f"criterion op {op!r} needs 'value'")
+    else:
+        raise ValueError(f"unknown criterion op {op!r}: one of {', '.join([*_OPS, 'within'])}")
+
+
+def criterion_text(criterion: Mapping[str, Any]) -> str:
+    unit = criterion.get("unit") or ""
+    unit = unit if unit in ("", "x", "%") else f" {unit}"
+    if criterion["op"] == "within":
+        what = "95% interval" if criterion.get("use_interval") else "value"
+        return f"{what} inside [{criterion['low']:g}, {criterion['high']:g}]{unit}"
+    return f"{_SYMBOLS[criterion['op']]} {criterion['value']:g}{unit}"
+
+
+def judge(criterion: Mapping[str, Any], measurement: Measurement) -> tuple[str, str]:
+    """(verdict, reason) for a measured value."""
+    value = measurement.value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return INCONCLUSIVE, "no value could be measured"
+    text = criterion_text(criterion)
+    op = criterion["op"]
+    if op == "within":
+        low, high = float(criterion["low"]), float(criterion["high"])
+        if criterion.get("use_interval"):
+            if measurement.interval is None:
+                return INCONCLUSIVE, "the measure gives no interval"
+            lo, hi = measurement.interval
+            if low <= lo and hi <= high:
+                return (
+                    REPRODUCED,
+                    f"95% interval [{lo:+.3g}, {hi:+.3g}] lies inside [{low:g}, {high:g}]",
+                )
+            if hi < low or lo > high:
+                return (
+                    NOT_REPRODUCED,
+                    f"95% interval [{lo:+.3g}, {hi:+.3g}] lies outside [{low:g}, {high:g}]",
+                )
+            return INCONCLUSIVE, (
+                f"95% interval [{lo:+.3g}, {hi:+.3g}] straddles a bound of [{low:g}, {high:g}]: "
+                "more seeds needed to decide"
+            )
+        inside = low <= value <= high
+        return (
+            REPRODUCED if inside else NOT_REPRODUCED
+        ), f"{value:.4g} {'meets' if inside else 'fails'} {text}"
+    holds = _OPS[op](float(value), float(criterion["value"]))
+    return (
+        REPRODUCED if holds else NOT_REPRODUCED
+    ), f"{value:.4g} {'meets' if holds else 'fails'} {text}"
+
+
+def evaluate(
+    spec: Mapping[str, Any], tables: Tables, *, unavailable: str | None = None
+) -> ClaimResult:
+    """Measure one declared claim on `tables` and judge it. `unavailable` forces inconclusive
+    (e.g. "CNN not available") without measuring."""
+    base = {
+        "id": str(spec["id"]),
+        "claim": str(spec["claim"]).strip(),
+        "published": str(spec.get("published", "")).strip(),
+        "criterion": criterion_text(spec["criterion"]),
+    }
+    if unavailable:
+        return ClaimResult(
+            **base, value=None, value_text="not measured", verdict=INCONCLUSIVE, reason=unavailable
+        )
+    measure = MEASURES[spec["measure"]]
+    try:
+        measurement = measure(tables, **dict(spec.get("args") or {}))
+    except Missing as missing:
+        return ClaimResult(
+            **base, value=None, value_text="not measured", verdict=INCONCLUSIVE, reason=str(missing)
+        )
+    verdict, reason = judge(spec["criterion"], measurement)
+    return ClaimResult(
+        **base, value=measurement.value, value_text=measurement.text, verdict=verdict, reason=reason,
+        interval=measurement.interval, detail=measurement.detail,
+    )  # fmt: skip
+
+
+def results_frame(results: list[ClaimResult], finding: str | None = None) -> pd.DataFrame:
+    """Claim results as a tidy table (one row per claim), for claims.csv."""
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                **({"finding": finding} if finding else {}),
+                "claim_id": r.id,
+                "claim": r.claim,
+                "published": r.published,
+                "criterion": r.criterion,
+                "value": r.value,
+                "interval_low": r.interval[0] if r.interval else None,
+                "interval_high": r.interval[1] if r.interval else None,
+                "value_text": r.value_text,
+                "verdict": r.verdict,
+                "reason": r.reason,
+            }  # fmt: skip
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,731 @@
+"""The figures of each finding, drawn like the papers' own, from our numbers.
+
+Each function takes a `FigureContext` (the finding's tables, its declaration, caption lines)
+and returns a matplotlib Figure; no file is touched (the caller saves it). The look comes
+from `bnexp.style` (fonts, Okabe-Ito colours, widths), the same as `bnexp figures`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from bnexp import style
+from bnexp.claims import Tables, select
+from bnexp.findings import Finding
+
+BN_COLOR, PLAIN_COLOR = style.COLORS[0], style.COLORS[1]
+PNG_DPI = 150  # small files for the committed reference results; the PNG stays sharp in print
+
+
+@dataclass
+class FigureContext:
+    tables: Tables
+    finding: Finding
+    caption: list[str] = field(default_factory=list)  # data source, scale, seeds
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context({**style.RC, "savefig.dpi": PNG_DPI}):
+        fig.savefig(path, format="png")
+    fig.clear()
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _runs(ctx: FigureContext, where: dict) -> pd.DataFrame:
+    runs = select(ctx.tables.runs, where)
+    return runs[runs["status"].isin(["completed", "diverged"])]
+
+
+def _series(ctx: FigureContext, run_id: str, column: str, frame: str = "metrics") -> pd.Series:
+    table = ctx.tables.metrics if frame == "metrics" else ctx.tables.layers
+    rows = table[table["run_id"] == run_id].dropna(subset=[column])
+    return rows.groupby("step")[column].mean().sort_index()
+
+
+def _layer_rows(ctx: FigureContext, run_id: str, layer: int | str = "last") -> pd.DataFrame:
+    rows = ctx.tables.layers[ctx.tables.layers["run_id"] == run_id]
+    if rows.empty:
+        return rows
+    index = int(rows["layer"].max()) if layer == "last" else int(layer)
+    return rows[rows["layer"] == index].sort_values("step")
+
+
+def _seed_curves(ctx: FigureContext, where: dict, column: str = "test_acc") -> pd.DataFrame:
+    runs = _runs(ctx, where)
+    curves = {row["seed"]: _series(ctx, row["run_id"], column) for _, row in runs.iterrows()}
+    return pd.DataFrame(curves).sort_index() if curves else pd.DataFrame()
+
+
+def _draw_mean_band(ax, curves: pd.DataFrame, color: Any, label: str, linestyle: str = "-") -> None:
+    if curves.empty:
+        return
+    common = curves.dropna()
+    if len(curves.columns) > 1 and not common.empty:
+        ax.fill_between(
+            common.index,
+            common.min(axis=1),
+            common.max(axis=1),
+            color=color,
+            alpha=0.18,
+            linewidth=0,
+        )
+    mean = curves.mean(axis=1)
+    ax.plot(mean.index, mean.values, color=color, linestyle=linestyle, label=label)
+
+
+def _first_seed(runs: pd.DataFrame) -> pd.Series | None:
+    if runs.empty:
+        return None
+    return runs.sort_values("seed").iloc[0]
+
+
+def _percentile_panel(ax, rows: pd.DataFrame, color: Any) -> None:
+    if rows.empty:
+        style.no_data(ax)
+        return
+    ax.fill_between(
+        rows["step"], rows["unit_p15"], rows["unit_p85"], color=color, alpha=0.15, linewidth=0
+    )
+    for column, width in (("unit_p15", 0.9), ("unit_p50", 1.5), ("unit_p85", 0.9)):
+        ax.plot(rows["step"], rows[column], color=color, linewidth=width)
+    style.format_steps(ax)
+
+
+def _finish(
+    fig: Figure, title: str, caption: list[str], handles: list[Any] | None = None
+) -> Figure:
+    style.add_title(fig, title)
+    if handles:
+        style.add_legend_below(fig, handles)
+    style.add_caption(fig, caption)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# fig1 and fig1-dist: the BN paper's Figure 1
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def fig1(ctx: FigureContext) -> Figure:
+    """Figure 1 (a, b, c): (a) test accuracy vs steps with and without BN; the tracked
+    last-layer unit's 15/50/85th percentiles without BN (b) and with BN (c)."""
+    fig, axes = style.new_figure(1, 3, panel_height=2.2)
+    ax_a, ax_b, ax_c = axes[0]
+    plain, bn = _seed_curves(ctx, {"norm": "none"}), _seed_curves(ctx, {"norm": "batch"})
+    _draw_mean_band(ax_a, plain, PLAIN_COLOR, "Without BN", linestyle="--")
+    _draw_mean_band(ax_a, bn, BN_COLOR, "With BN")
+    if plain.empty and bn.empty:
+        style.no_data(ax_a)
+    else:
+        late = pd.concat([c.mean(axis=1) for c in (plain, bn) if not c.empty])
+        late = late[late.index >= 0.1 * late.index.max()]
+        low = max(0.0, float(late.min()) - 0.03) if not late.empty else 0.0
+        ax_a.set_ylim(min(low, 0.9), 1.0)
+        style.format_steps(ax_a)
+        ax_a.legend(loc="lower right")
+    ax_a.set_title("(a) test accuracy")
+    ax_a.set_xlabel("training steps")
+    ax_a.set_ylabel("test accuracy")
+    for ax, where, color, title in (
+        (ax_b, {"norm": "none"}, PLAIN_COLOR, "(b) without BN"),
+        (ax_c, {"norm": "batch"}, BN_COLOR, "(c) with BN"),
+    ):
+        run = _first_seed(_runs(ctx, where))
+        _percentile_panel(
+            ax, _layer_rows(ctx, run["run_id"]) if run is not None else pd.DataFrame(), color
+        )
+        ax.set_title(title)
+        ax.set_xlabel("training steps")
+    ax_b.set_ylabel("input to a last-layer sigmoid")
+    _share_y(ax_b, ax_c)
+    caption = [
+        "(a) seed mean, band = min-max over seeds. (b, c) 15th, 50th (thick) and 85th percentiles of the input "
+        "of unit 0 of the last hidden layer on a fixed probe batch of test images, lowest seed.",
+        *ctx.caption,
+    ]
+    return _finish(
+        fig,
+        "MNIST, 3x100 sigmoid MLP: with and without batch normalization (cf. BN paper Fig. 1)",
+        caption,
+    )
+
+
+def _share_y(*axes) -> None:
+    lows, highs = zip(*(ax.get_ylim() for ax in axes), strict=True)
+    for ax in axes:
+        ax.set_ylim(min(lows), max(highs))
+
+
+@style.styled
+def fig1_dist(ctx: FigureContext) -> Figure:
+    """Figure 1 (b, c) for every seed: one row per seed, without BN left, with BN right."""
+    plain_runs = _runs(ctx, {"norm": "none"}).sort_values("seed")
+    bn_runs = _runs(ctx, {"norm": "batch"}).sort_values("seed")
+    seeds = sorted(set(plain_runs["seed"]) | set(bn_runs["seed"]), key=float) or [None]
+    fig, axes = style.new_figure(len(seeds), 2, width=5.2, panel_height=1.6, sharex=True)
+    for row, seed in enumerate(seeds):
+        for col, (runs, color, title) in enumerate(
+            ((plain_runs, PLAIN_COLOR, "without BN"), (bn_runs, BN_COLOR, "with BN"))
+        ):
+            ax = axes[row][col]
+            match = runs[runs["seed"] == seed] if seed is not None else runs.iloc[0:0]
+            rows = _layer_rows(ctx, match.iloc[0]["run_id"]) if not match.empty else pd.DataFrame()
+            _percentile_panel(ax, rows, color)
+            ax.set_title(f"{'(b)' if col == 0 else '(c)'} {title}, seed {seed}")
+        axes[row][0].set_ylabel("sigmoid input")
+    for ax in axes[-1]:
+        ax.set_xlabel("training steps")
+    _share_y(*[ax for row in axes for ax in row])
+    caption = [
+        "15th, 50th (thick) and 85th percentiles of the input of unit 0 of the last hidden layer, fixed probe batch.",
+        *ctx.caption,
+    ]
+    return _finish(fig, "Input distribution of a last-layer sigmoid over training", caption)
+
+
+# --------------------------------------------------------------------------------------------
+# gradient-flow
+# --------------------------------------------------------------------------------------------
+
+
+def _profile(ctx: FigureContext, where: dict, column: str, early: int) -> pd.DataFrame:
+    """Per layer, per seed: `column` averaged over logged steps <= early."""
+    runs = _runs(ctx, where)
+    rows = ctx.tables.layers[ctx.tables.layers["run_id"].isin(runs["run_id"])]
+    rows = rows[rows["step"] <= early]
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.groupby(["layer", "run_id"])[column].mean().unstack("run_id")
+
+
+@style.styled
+def gradient_flow(ctx: FigureContext) -> Figure:
+    early = _claim_arg(ctx.finding, "early_steps", 100)
+    fig, axes = style.new_figure(1, 2, panel_height=2.4)
+    for ax, column, title in (
+        (axes[0][0], "grad_w_mean_abs", "(a) mean |dL/dW| per layer"),
+        (axes[0][1], "grad_act_mean_abs", "(b) mean |dL/d(activation)| per layer"),
+    ):
+        drawn = False
+        for where, color, label, ls in (
+            ({"norm": "none"}, PLAIN_COLOR, "without BN (ours)", "--"),
+            ({"norm": "batch"}, BN_COLOR, "with BN (ours)", "-"),
+        ):
+            prof = _profile(ctx, where, column, early)
+            if prof.empty:
+                continue
+            drawn = True
+            if prof.shape[1] > 1:
+                ax.fill_between(
+                    prof.index,
+                    prof.min(axis=1),
+                    prof.max(axis=1),
+                    color=color,
+                    alpha=0.18,
+                    linewidth=0,
+                )
+            ax.plot(
+                prof.index, prof.mean(axis=1), color=color, linestyle=ls, marker="o", label=label
+            )
+        if not drawn:
+            style.no_data(ax)
+            continue
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden layer (1 = input side, top = next to the output)")
+        ax.set_title(title)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    published = ctx.finding.published_values
+    ax = axes[0][0]
+    if published.get("batch_range"):
+        low, high = published["batch_range"]
+        ax.axhspan(
+            low,
+            high,
+            color=BN_COLOR,
+            alpha=0.08,
+            hatch="///",
+            linewidth=0,
+            label="published, with BN",
+        )
+    if published.get("none"):
+        layers = sorted(published["none"], key=int)
+        ax.plot(
+            [int(k) for k in layers], [float(published["none"][k]) for k in layers], linestyle=":", color="black",
+            marker="x", markersize=6, label="published, without BN",
+        )  # fmt: skip
+    ax.legend(loc="lower right")
+    axes[0][1].legend(loc="lower right")
+    caption = [
+        f"Averaged over the logged steps 0-{early} of each run (first iterations of epoch 1), then over seeds; "
+        "band = min-max over seeds. Published: a public 10x100 sigmoid MLP reproduction (its setup differs: "
+        "absolute values are not comparable, the slope across layers is).",
+        *ctx.caption,
+    ]
+    return _finish(
+        fig, "10-layer sigmoid MLP: gradient magnitude by layer, early in training", caption
+    )
+
+
+def _claim_arg(finding: Finding, key: str, default: Any) -> Any:
+    for claim in finding.claims:
+        if key in (claim.get("args") or {}):
+            return claim["args"][key]
+    return default
+
+
+# --------------------------------------------------------------------------------------------
+# affine
+# --------------------------------------------------------------------------------------------
+
+
+def _sigmoid(x: pd.Series | np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(x, dtype=float)))
+
+
+def _final_rows(ctx: FigureContext, where: dict) -> pd.DataFrame:
+    runs = _runs(ctx, where)
+    rows = ctx.tables.layers[ctx.tables.layers["run_id"].isin(runs["run_id"])]
+    if rows.empty:
+        return rows
+    last = rows[rows["step"] == rows.groupby("run_id")["step"].transform("max")]
+    return last.groupby("layer").mean(numeric_only=True)
+
+
+@style.styled
+def affine(ctx: FigureContext) -> Figure:
+    fig, axes = style.new_figure(1, 3, panel_height=2.3)
+    ax_a, ax_b, ax_c = axes[0]
+    variants = (
+        ({"affine": False}, PLAIN_COLOR, "gamma/beta off", -0.15),
+        ({"affine": True}, BN_COLOR, "gamma/beta on", 0.15),
+    )
+    for where, color, label, dx in variants:
+        rows = _final_rows(ctx, where)
+        if rows.empty:
+            continue
+        x = rows.index.to_numpy(dtype=float) + dx
+        ax_a.vlines(x, rows["act_min"], rows["act_max"], color=color, linewidth=0.8)
+        ax_a.vlines(
+            x,
+            _sigmoid(rows["pre_p15"]),
+            _sigmoid(rows["pre_p85"]),
+            color=color,
+            linewidth=4,
+            label=label,
+        )
+        ax_a.plot(
+            x, _sigmoid(rows["pre_p50"]), "o", color="white", markeredgecolor=color, markersize=3
+        )
+        ax_b.bar(x, 100 * rows["act_sat_frac"], width=0.3, color=color, label=label)
+    for bound in (0.089, 0.911):
+        ax_a.axhline(bound, color="black", linestyle=":", linewidth=0.8)
+    ax_a.text(
+        0.02,
+        0.915,
+        "sigmoid(N(0,1)) 1st-99th pct",
+        transform=ax_a.get_yaxis_transform(),
+        fontsize=6,
+        va="bottom",
+    )
+    ax_a.set_ylim(0, 1)
+    ax_a.set_title("(a) sigmoid outputs at the end")
+    ax_a.set_ylabel("sigmoid output")
+    ax_b.axhline(0.33, color="black", linestyle=":", linewidth=0.8, label="N(0,1) input: 0.33%")
+    ax_b.set_title("(b) saturated: <0.05 or >0.95")
+    ax_b.set_ylabel("% of outputs")
+    for ax in (ax_a, ax_b):
+        ax.set_xlabel("hidden layer")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax_b.legend(loc="upper right")
+    runs = _runs(ctx, {"affine": True})
+    run = _first_seed(runs)
+    if run is not None:
+        rows = ctx.tables.layers[ctx.tables.layers["run_id"] == run["run_id"]]
+        colors = style.sequential_colors(int(rows["layer"].max()) if not rows.empty else 1)
+        for layer, group in rows.groupby("layer"):
+            color = colors[int(layer) - 1]
+            ax_c.plot(
+                group["step"], group["gamma_mean"], color=color, label=f"layer {int(layer)} gamma"
+            )
+            ax_c.plot(
+                group["step"],
+                group["beta_mean"],
+                color=color,
+                linestyle="--",
+                label=f"layer {int(layer)} beta",
+            )
+        style.format_steps(ax_c)
+        ax_c.legend(loc="best", ncols=2, fontsize=5.5)
+    else:
+        style.no_data(ax_c)
+    ax_c.set_title("(c) gamma (solid), beta (dashed)")
+    ax_c.set_xlabel("training steps")
+    caption = [
+        "(a) thin line: min-max over the training batch; thick bar: 15th-85th percentile (sigmoid of the logged "
+        "input percentiles); dot: median; seed mean at the last logged step. (c) gamma/beta on, lowest seed.",
+        *ctx.caption,
+    ]
+    return _finish(fig, "BN + sigmoid with and without gamma/beta", caption)
+
+
+# --------------------------------------------------------------------------------------------
+# placement
+# --------------------------------------------------------------------------------------------
+
+
+def _final_acc(ctx: FigureContext, run_id: str, last: int = 3) -> float:
+    curve = _series(ctx, run_id, "test_acc")
+    return float(curve.iloc[-last:].mean()) if not curve.empty else math.nan
+
+
+@style.styled
+def placement(ctx: FigureContext) -> Figure:
+    from bnexp.claims import t_interval
+
+    fig, axes = style.new_figure(1, 2, width=6.0, panel_height=2.3)
+    ax_a, ax_b = axes[0]
+    acts = [a for a in ("sigmoid", "relu") if not _runs(ctx, {"act": a}).empty]
+    ticks, labels = [], []
+    for i, act in enumerate(acts):
+        for j, (place, color) in enumerate((("pre", BN_COLOR), ("post", PLAIN_COLOR))):
+            runs = _runs(ctx, {"act": act, "placement": place})
+            values = [100 * _final_acc(ctx, r) for r in runs["run_id"]]
+            x = i * 3 + j
+            ticks.append(x)
+            labels.append(f"{act}\n{place}")
+            if values:
+                ax_a.plot([x] * len(values), values, "o", color=color, alpha=0.6)
+                ax_a.hlines(np.mean(values), x - 0.3, x + 0.3, color=color, linewidth=2)
+        diffs = []
+        pre = _runs(ctx, {"act": act, "placement": "pre"})
+        post = _runs(ctx, {"act": act, "placement": "post"})
+        for seed in sorted(set(pre["seed"]) & set(post["seed"]), key=float):
+            a = _final_acc(ctx, post[post["seed"] == seed].iloc[0]["run_id"])
+            b = _final_acc(ctx, pre[pre["seed"] == seed].iloc[0]["run_id"])
+            diffs.append(100 * (a - b))
+        if diffs:
+            mean, low, high = t_interval(np.array(diffs))
+            low, high = (low, high) if math.isfinite(low) else (min(diffs), max(diffs))
+            ax_b.errorbar(
+                [i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=4
+            )
+            ax_b.plot([i] * len(diffs), diffs, ".", color=style.MUTED)
+    ax_a.set_xticks(ticks, labels)
+    ax_a.set_ylabel("final test accuracy (%)")
+    ax_a.set_title("(a) per seed (dots) and mean (bar)")
+    ax_b.axhspan(-3, 3, color="grey", alpha=0.12, label="published gap scale (+-3 points)")
+    ax_b.axhline(0, color="black", linewidth=0.6)
+    ax_b.set_xticks(range(len(acts)), acts)
+    ax_b.set_xlim(-0.7, len(acts) - 0.3)
+    ax_b.set_ylabel("post - pre (points)")
+    ax_b.set_title("(b) difference, mean and 95% interval")
+    ax_b.legend(loc="upper right")
+    caption = [
+        "Final accuracy = mean of the last 3 evaluations; difference paired by seed.",
+        *ctx.caption,
+    ]
+    return _finish(fig, "BN before (pre) vs after (post) the nonlinearity", caption)
+
+
+# --------------------------------------------------------------------------------------------
+# learning-rate
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def learning_rate(ctx: FigureContext) -> Figure:
+    fig, axes = style.new_figure(1, 2, panel_height=2.4)
+    ax_a, ax_b = axes[0]
+    runs = ctx.tables.runs
+    rates = sorted({float(v) for v in runs.get("optim.lr", pd.Series(dtype=float)).dropna()})
+    colors = dict(zip(rates, style.sequential_colors(len(rates)), strict=True))
+    base = rates[0] if rates else None
+    target = None
+    if base is not None:
+        ref = _runs(ctx, {"norm": "none", "optim.lr": base})
+        ref = ref[ref["status"] == "completed"]
+        if not ref.empty:
+            target = float(np.mean([_final_acc(ctx, r) for r in ref["run_id"]]))
+    handles, bars = [], []
+    for norm, ls, name in (("batch", "-", "BN"), ("none", "--", "plain")):
+        for rate in rates:
+            variant = _runs(ctx, {"norm": norm, "optim.lr": rate})
+            if variant.empty:
+                continue
+            label = f"{name} x{rate / base:g} (lr {rate:g})"
+            handles.append(Line2D([], [], color=colors[rate], linestyle=ls, label=label))
+            diverged = variant[variant["status"] == "diverged"]
+            for _, run in variant.iterrows():
+                curve = _series(ctx, run["run_id"], "test_acc")
+                ax_a.plot(
+                    curve.index,
+                    curve.values,
+                    color=colors[rate],
+                    linestyle=ls,
+                    alpha=0.85,
+                    linewidth=1.0,
+                )
+                if run["status"] == "diverged":
+                    step = run.get("diverged_at_step")
+                    step = (
+                        float(step)
+                        if step is not None and not pd.isna(step)
+                        else (curve.index.max() if len(curve) else 0)
+                    )
+                    y = curve.iloc[-1] if len(curve) else 0.1
+                    ax_a.plot(
+                        [step],
+                        [y],
+                        marker=style.DIVERGED_MARKER,
+                        color=style.DIVERGED_COLOR,
+                        markersize=7,
+                    )
+            reached = None
+            if diverged.empty and target is not None:
+                mean = _seed_curves(ctx, {"norm": norm, "optim.lr": rate}).dropna().mean(axis=1)
+                hits = mean[mean >= target - 1e-12]
+                reached = float(hits.index[0]) if len(hits) else None
+            bars.append((label, reached, not diverged.empty, colors[rate], ls))
+    if target is not None:
+        ax_a.axhline(target, color="black", linestyle=":", linewidth=0.8)
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle=":",
+                label=f"target: plain x1 final ({100 * target:.1f}%)",
+            )
+        )
+    handles.append(
+        Line2D(
+            [],
+            [],
+            marker=style.DIVERGED_MARKER,
+            color=style.DIVERGED_COLOR,
+            linestyle="",
+            label="diverged",
+        )
+    )
+    ax_a.set_ylim(0, 1)
+    ax_a.set_xlabel("training steps")
+    ax_a.set_ylabel("test accuracy")
+    ax_a.set_title("(a) test accuracy (each seed)")
+    style.format_steps(ax_a)
+    if bars:
+        top = max([b[1] for b in bars if b[1] is not None] or [1.0])
+        for i, (_label, reached, diverged, color, ls) in enumerate(bars):
+            if reached is not None:
+                ax_b.barh(
+                    i,
+                    max(reached, top * 0.005),
+                    color=color,
+                    hatch="//" if ls == "--" else None,
+                    edgecolor="white",
+                )
+                ax_b.text(reached, i, f" {reached:,.0f}", va="center", fontsize=6)
+            else:
+                ax_b.text(
+                    0,
+                    i,
+                    " diverged" if diverged else " never reached",
+                    va="center",
+                    fontsize=6,
+                    color=style.DIVERGED_COLOR,
+                )
+        ax_b.set_yticks(range(len(bars)), [b[0] for b in bars])
+        ax_b.invert_yaxis()
+        ax_b.set_xlim(0, top * 1.25)
+    else:
+        style.no_data(ax_b)
+    ax_b.set_xlabel("steps to the target (seed-mean curve)")
+    ax_b.set_title("(b) steps to plain x1's final accuracy")
+    caption = ["Divergence: loss not finite (the run stops).", *ctx.caption]
+    return _finish(
+        fig, "Learning rate x1, x5, x30 with and without BN (10x100 ReLU MLP)", caption, handles
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# batch-size
+# --------------------------------------------------------------------------------------------
+
+NORM_LOOK = {
+    "batch": (style.COLORS[0], "o", "BatchNorm"),
+    "group": (style.COLORS[2], "s", "GroupNorm"),
+    "layer": (style.COLORS[3], "^", "LayerNorm"),
+    "none": (style.COLORS[1], "D", "no norm"),
+}
+
+
+@style.styled
+def batch_size(ctx: FigureContext) -> Figure:
+    fig, axes = style.new_figure(1, 2, width=6.5, panel_height=2.4)
+    ax_a, ax_b = axes[0]
+    runs = ctx.tables.runs
+    drawn = False
+    if not runs.empty and "batch_size" in runs and "norm" in runs:
+        for norm, (color, marker, label) in NORM_LOOK.items():
+            points = []
+            for size in sorted({int(v) for v in runs["batch_size"].dropna()}):
+                variant = _runs(ctx, {"norm": norm, "batch_size": size})
+                variant = variant[variant["status"] == "completed"]
+                errors = [100 * (1 - _final_acc(ctx, r)) for r in variant["run_id"]]
+                if errors:
+                    points.append((size, np.mean(errors), min(errors), max(errors)))
+            if points:
+                drawn = True
+                sizes, mean, low, high = map(np.array, zip(*points, strict=True))
+                ax_a.errorbar(
+                    sizes,
+                    mean,
+                    yerr=[mean - low, high - mean],
+                    color=color,
+                    marker=marker,
+                    label=label,
+                    capsize=2,
+                )
+    if drawn:
+        ax_a.set_xscale("log", base=2)
+        ax_a.invert_xaxis()
+        ax_a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax_a.legend(loc="upper left")
+    else:
+        style.no_data(ax_a, "no runs (CNN not available?)")
+    ax_a.set_xlabel("images per batch")
+    ax_a.set_ylabel("test error (%)")
+    ax_a.set_title("(a) ours: small CNN on MNIST")
+    published = ctx.finding.published_values
+    for norm in ("batch", "group"):
+        values = published.get(norm)
+        if values:
+            color, marker, label = NORM_LOOK[norm]
+            sizes = sorted(values, key=int, reverse=True)
+            ax_b.plot(
+                [int(s) for s in sizes],
+                [float(values[s]) for s in sizes],
+                color=color,
+                marker=marker,
+                label=label,
+            )
+    ax_b.set_xscale("log", base=2)
+    ax_b.invert_xaxis()
+    ax_b.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax_b.set_xlabel("images per batch (per GPU)")
+    ax_b.set_ylabel("validation error (%)")
+    ax_b.set_title("(b) published: ResNet-50, ImageNet (Wu & He)")
+    ax_b.legend(loc="upper left")
+    caption = [
+        "Learning rate 0.1 x batch/256, same number of training images at every batch size; error = 1 - mean of the "
+        "last 3 test accuracies; seed mean, bars = min-max over seeds.",
+        *ctx.caption,
+    ]
+    return _finish(
+        fig, "Test error vs batch size for BN, GroupNorm, LayerNorm and no norm", caption
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# running-stats and scale-invariance (tables computed in-process)
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def running_stats(ctx: FigureContext) -> Figure:
+    fig, axes = style.new_figure(1, 1, width=4.0, panel_height=2.5)
+    ax = axes[0][0]
+    table = ctx.tables.extra.get("eval_batch_size")
+    if table is None or table.empty:
+        style.no_data(ax)
+    else:
+        for mode, color, label in (
+            ("running", BN_COLOR, "running (population) statistics"),
+            ("batch", PLAIN_COLOR, "statistics of the eval batch"),
+        ):
+            rows = table[table["mode"] == mode]
+            by = rows.groupby("eval_batch_size")["accuracy"]
+            mean = by.mean()
+            ax.plot(mean.index, 100 * mean.values, marker="o", color=color, label=label)
+            if rows["seed"].nunique() > 1:
+                ax.fill_between(
+                    mean.index, 100 * by.min(), 100 * by.max(), color=color, alpha=0.18, linewidth=0
+                )
+        ax.axhline(10, color="black", linestyle=":", linewidth=0.8, label="chance (10 classes)")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_ylim(0, 100)
+        ax.legend(loc="lower right")
+    ax.set_xlabel("evaluation batch size")
+    ax.set_ylabel("test accuracy (%)")
+    caption = [
+        "Trained fig1 network with BN; test set shuffled once; seed mean (band = min-max).",
+        *ctx.caption,
+    ]
+    return _finish(fig, "Inference with running vs batch statistics", caption)
+
+
+@style.styled
+def scale_invariance(ctx: FigureContext) -> Figure:
+    fig, axes = style.new_figure(1, 1, width=4.2, panel_height=2.5)
+    ax = axes[0][0]
+    table = ctx.tables.extra.get("scale_invariance")
+    if table is None or table.empty:
+        style.no_data(ax)
+    else:
+        looks = {
+            "forward": style.COLORS[0],
+            "input_jacobian": style.COLORS[2],
+            "weight_gradient": style.COLORS[1],
+        }
+        handles = []
+        for check, color in looks.items():
+            for eps, ls in sorted({(e, "-" if e == 0 else "--") for e in table["eps"]}):
+                rows = table[(table["check"] == check) & (table["eps"] == eps)].sort_values("a")
+                values = rows["rel_error"].clip(lower=1e-18)
+                ax.plot(rows["a"], values, color=color, linestyle=ls, marker="o", markersize=3)
+            handles.append(Patch(color=color, label=check.replace("_", " ")))
+        for eps, ls in sorted({(e, "-" if e == 0 else "--") for e in table["eps"]}):
+            handles.append(Line2D([], [], color="black", linestyle=ls, label=f"eps = {eps:g}"))
+        ax.axhline(1e-9, color="black", linestyle=":", linewidth=0.8)
+        ax.text(0.02, 1.4e-9, "criterion 1e-9", transform=ax.get_yaxis_transform(), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(handles=handles, loc="center right", fontsize=6)
+    ax.set_xlabel("weight scale a")
+    ax.set_ylabel("relative error")
+    caption = [
+        "Relative error = max|difference| / max|reference| (reference: a = 1); float64; an exact 0 is drawn at 1e-18.",
+        *ctx.caption,
+    ]
+    return _finish(fig, "BN scale invariance on a real layer", caption)
+
+
+FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
+    "fig1": fig1,
+    "fig1_dist": fig1_dist,
+    "gradient_flow": gradient_flow,
+    "affine": affine,
+    "placement": placement,
+    "learning_rate": learning_rate,
+    "batch_size": batch_size,
+    "running_stats": running_stats,
+    "scale_invariance": scale_invariance,
+}

@@ -1,0 +1,267 @@
+"""In-process measurements for findings that need the trained network itself, not its CSVs.
+
+A procedure takes the run configs of its finding (one per seed, already validated) and
+returns tidy tables for its claims (`bnexp.claims.Tables.extra`). It trains through
+`bnexp.train.train`, which hands back the trained model, and never writes files: the caller
+saves the tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bnexp.config import Config
+from bnexp.data import InMemoryData, load_data
+from bnexp.models import hidden_blocks
+from bnexp.train import train
+
+
+@dataclass
+class ProcedureResult:
+    tables: dict[str, pd.DataFrame]
+    data_source: str
+    train_size: int
+    test_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _load(cfg: Config, cache: dict) -> InMemoryData:
+    key = (
+        cfg.data.name.value,
+        cfg.data.root,
+        cfg.data.source.value,
+        cfg.data.download,
+        cfg.data.binarize,
+    )
+    if key not in cache:
+        cache[key] = load_data(*key)
+    return cache[key]
+
+
+def _train(cfg: Config, data: InMemoryData):
+    return train(cfg, data, on_log=lambda _metrics, _layers: None)
+
+
+# --------------------------------------------------------------------------------------------
+# running-stats
+# --------------------------------------------------------------------------------------------
+
+# Every size divides 1,000, so each one evaluates exactly the same images (the first
+# multiple of 1,000 test images): a size that left a remainder out would see other images.
+EVAL_BATCH_SIZES = (1, 2, 4, 8, 20, 50, 100, 200, 500, 1000)
+SAME_IMAGES = 1000
+
+
+def _batch_stat_forward(module: nn.modules.batchnorm._BatchNorm) -> Callable[[Tensor], Tensor]:
+    """BN normalizing with the statistics of the batch it is given (biased variance, as in
+    training), never touching the running statistics. With one example every normalized
+    value is exactly 0, so the layer outputs beta: what "batch statistics" mean there."""
+
+    def forward(x: Tensor) -> Tensor:
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dim=dims, keepdim=True)
+        var = x.var(dim=dims, unbiased=False, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + module.eps)
+        if module.affine:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = y * module.weight.view(shape) + module.bias.view(shape)
+        return y
+
+    return forward
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Inside: every BatchNorm layer normalizes with the current batch's statistics."""
+    patched = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for module in patched:
+        module.forward = _batch_stat_forward(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
+@torch.no_grad()
+def accuracy_in_batches(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int
+) -> tuple[float, int]:
+    """Accuracy over consecutive batches of exactly `batch_size` images (len(y) must be a
+    multiple of it)."""
+    n = len(y)
+    if n % batch_size:
+        raise ValueError(f"{n} images do not split into batches of {batch_size}")
+    correct = 0
+    for start in range(0, n, batch_size):
+        logits = model(x[start : start + batch_size])
+        correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
+    return correct / n, n
+
+
+def running_stats(configs: list[Config]) -> ProcedureResult:
+    cache: dict = {}
+    rows, notes = [], []
+    data = None
+    for cfg in configs:
+        data = _load(cfg, cache)
+        outcome = _train(cfg, data)
+        if outcome.status != "completed":
+            notes.append(
+                f"seed {cfg.seed}: training {outcome.status} at step {outcome.diverged_at_step}; left out"
+            )
+            continue
+        model = outcome.model
+        model.eval()
+        # Shuffle the test set once (fixed seed): it may be ordered by class, and a batch of one
+        # class has very different statistics from the population.
+        order = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(0))
+        order = order[: len(order) // SAME_IMAGES * SAME_IMAGES]
+        if len(order) == 0:
+            raise ValueError(f"the test set has fewer than {SAME_IMAGES} images")
+        x, y = data.to_float(data.x_test[order]), data.y_test[order]
+        for size in EVAL_BATCH_SIZES:
+            acc_running, n = accuracy_in_batches(model, x, y, size)
+            with batch_statistics(model):
+                acc_batch, _ = accuracy_in_batches(model, x, y, size)
+            rows.append(
+                {
+                    "seed": cfg.seed,
+                    "eval_batch_size": size,
+                    "mode": "running",
+                    "accuracy": acc_running,
+                    "images": n,
+                }
+            )
+            rows.append(
+                {
+                    "seed": cfg.seed,
+                    "eval_batch_size": size,
+                    "mode": "batch",
+                    "accuracy": acc_batch,
+                    "images": n,
+                }
+            )
+    table = pd.DataFrame(rows, columns=["seed", "eval_batch_size", "mode", "accuracy", "images"])
+    return ProcedureResult(
+        {"eval_batch_size": table}, data.source, len(data.y_train), len(data.y_test), notes
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# scale-invariance
+# --------------------------------------------------------------------------------------------
+
+SCALE_FACTORS = (0.01, 0.1, 0.5, 2.0, 10.0, 100.0)
+
+
+def _rel_error(value: Tensor, reference: Tensor) -> float:
+    return float((value - reference).abs().max() / reference.abs().max())
+
+
+def _bn(z: Tensor, norm: nn.BatchNorm1d, eps: float) -> Tensor:
+    """The layer's BN in training mode (batch statistics), with the given eps."""
+    mean = z.mean(0, keepdim=True)
+    var = z.var(0, unbiased=False, keepdim=True)
+    y = (z - mean) / torch.sqrt(var + eps)
+    return y * norm.weight + norm.bias if norm.affine else y
+
+
+def scale_invariance(configs: list[Config]) -> ProcedureResult:
+    cfg = configs[0]
+    cache: dict = {}
+    data = _load(cfg, cache)
+    outcome = _train(cfg, data)
+    model = copy.deepcopy(outcome.model).double().train()
+    blocks = hidden_blocks(model)
+    index = 1 if len(blocks) > 1 else 0
+    block = blocks[index]
+    if not isinstance(block.norm, nn.BatchNorm1d) or block.placement != "pre":
+        raise ValueError("scale-invariance needs an MLP with norm=batch placement=pre")
+    layer_eps = float(block.norm.eps)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch = torch.randperm(len(data.y_train), generator=generator)[: cfg.batch_size]
+    x = data.to_float(data.x_train[batch]).double()
+    y = data.y_train[batch]
+    with torch.no_grad():
+        u = x.flatten(1)
+        for earlier in blocks[:index]:
+            u = earlier(u)
+    W = block.weight_layer.weight.detach().clone()
+    v = torch.randn(u.shape[0], W.shape[0], generator=generator, dtype=torch.float64)
+
+    def forward(a: float, eps: float) -> Tensor:
+        with torch.no_grad():
+            return _bn(u @ (a * W).T, block.norm, eps)
+
+    def input_vjp(a: float, eps: float) -> Tensor:
+        uu = u.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((_bn(uu @ (a * W).T, block.norm, eps) * v).sum(), uu)
+        return grad
+
+    def weight_grad(a: float, eps: float) -> Tensor:
+        net = copy.deepcopy(model)
+        layer = hidden_blocks(net)[index]
+        with torch.no_grad():
+            layer.weight_layer.weight.copy_(a * W)
+        # torch's batch_norm refuses eps=0 in training mode: use the same formula by hand.
+        layer.norm.forward = lambda z: _bn(z, layer.norm, eps)
+        loss = F.cross_entropy(net(x), y)
+        (grad,) = torch.autograd.grad(loss, layer.weight_layer.weight)
+        return grad
+
+    rows = []
+    for eps in (0.0, layer_eps):
+        ref_forward, ref_vjp, ref_grad = (
+            forward(1.0, eps),
+            input_vjp(1.0, eps),
+            weight_grad(1.0, eps),
+        )
+        for a in SCALE_FACTORS:
+            rows.append(
+                {
+                    "check": "forward",
+                    "a": a,
+                    "eps": eps,
+                    "rel_error": _rel_error(forward(a, eps), ref_forward),
+                }
+            )
+            rows.append(
+                {
+                    "check": "input_jacobian",
+                    "a": a,
+                    "eps": eps,
+                    "rel_error": _rel_error(input_vjp(a, eps), ref_vjp),
+                }
+            )
+            rows.append(
+                {
+                    "check": "weight_gradient",
+                    "a": a,
+                    "eps": eps,
+                    "rel_error": _rel_error(a * weight_grad(a, eps), ref_grad),
+                }
+            )
+    notes = [
+        f"layer {index + 1} of {len(blocks)} (Linear {W.shape[1]} -> {W.shape[0]}, BatchNorm1d eps={layer_eps:g}) "
+        f"after {outcome.steps_done} training steps; batch of {len(y)} training images; float64"
+    ]
+    table = pd.DataFrame(rows, columns=["check", "a", "eps", "rel_error"])
+    return ProcedureResult(
+        {"scale_invariance": table}, data.source, len(data.y_train), len(data.y_test), notes
+    )
+
+
+PROCEDURES: dict[str, Callable[[list[Config]], ProcedureResult]] = {
+    "running_stats": running_stats,
+    "scale_invariance": scale_invariance,
+}
