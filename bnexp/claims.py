@@ -262,7 +262,12 @@ def steps_to_reach_ratio(
         text = f"target {_pct(target)} ({describe(slow)} final): {describe(slow)} {_steps(slow_steps)}, {describe(fast)} never"
         return Measurement(0.0, text, detail=pd.DataFrame(detail))
     ratio = math.inf if fast_steps == 0 else slow_steps / fast_steps
-    speedup = "already at step 0" if fast_steps == 0 else f"{ratio:.1f}x fewer"
+    if fast_steps == 0:
+        speedup = "already at step 0"
+    elif ratio >= 1:
+        speedup = f"{ratio:.1f}x fewer"
+    else:
+        speedup = f"{1 / ratio:.1f}x more (ratio {ratio:.2f})"
     text = (
         f"target {_pct(target)} ({describe(slow)} final): {describe(fast)} {_steps(fast_steps)}, "
         f"{describe(slow)} {_steps(slow_steps)}: {speedup}"

@@ -191,7 +191,7 @@ def _minutes(value: float | None) -> str:
         return f"{max(1, round(value * 60))} s"
     if value >= 90:
         return f"{value / 60:.1f} h"
-    return f"{value:g} min"
+    return f"{value:.0f} min" if value >= 10 else f"{value:g} min"
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,6 +443,7 @@ class Reproducer:
         tables = Tables.empty()
         data_sources: list[dict[str, Any]] = []
         runs_text = "none"
+        recorded = 0.0  # compute time of the runs or of the in-process measurement
         overrides = merge_overrides(
             BASE_OVERRIDES, finding.scales[scale].overrides, self.options.overrides
         )
@@ -450,13 +451,16 @@ class Reproducer:
             notes.append(unavailable)
             print(f"[{finding.name}] {unavailable}: the claims are inconclusive.", flush=True)
         elif finding.procedure:
-            tables, data_sources, runs_text, notes_in = self.run_procedure(
+            tables, data_sources, runs_text, notes_in, recorded = self.run_procedure(
                 finding, overrides, out_dir
             )
             notes += notes_in
         else:
+            key = (finding.experiment, sweep_key(scale, self.options.overrides))
+            first_use = key not in self.sweeps  # a shared sweep's time counts once
             sweep = self.sweep(finding, overrides)
             if sweep is not None:
+                recorded = sweep.seconds if first_use else 0.0
                 run_command = display_command(sweep.command)
                 tables, warnings = tables_from_runs(sweep.jobs)
                 notes += warnings
@@ -468,10 +472,13 @@ class Reproducer:
         claims = [evaluate(spec, tables, unavailable=unavailable) for spec in finding.claims]
         results_frame(claims, finding.name).to_csv(out_dir / "claims.csv", index=False)
         figures = self.draw(finding, tables, data_sources, out_dir, notes)
+        elapsed = time.time() - start
+        if self.options.report_only:  # report the time the runs took when they were made
+            elapsed += recorded
         result = FindingResult(
             finding=finding, scale=scale, claims=claims, figures=figures, command=self.command_for(finding.name),
             run_command=run_command, data_text=data_text(data_sources), runs_text=runs_text,
-            seconds=time.time() - start, notes=notes, out_dir=out_dir,
+            seconds=elapsed, notes=notes, out_dir=out_dir,
         )  # fmt: skip
         (out_dir / "REPORT.md").write_text(finding_report(result, link_root=out_dir, heading="#"))
         counts = result.counts()
@@ -535,6 +542,7 @@ class Reproducer:
                     [],
                     "none",
                     [f"no saved tables in {tables_dir} (--report-only)"],
+                    0.0,
                 )
             meta = json.loads(meta_path.read_text())
         else:
@@ -543,6 +551,7 @@ class Reproducer:
                 f"[{finding.name}] in-process: {PROCEDURES[finding.procedure].__name__} on {len(configs)} config(s)",
                 flush=True,
             )
+            began = time.time()
             try:
                 with _torch_threads(self.options.jobs):
                     result = PROCEDURES[finding.procedure](configs)
@@ -555,19 +564,21 @@ class Reproducer:
                     file=sys.stderr,
                     flush=True,
                 )
-                return Tables.empty(), [], "none", [message]
+                return Tables.empty(), [], "none", [message], 0.0
             tables_dir.mkdir(parents=True, exist_ok=True)
             for name, table in result.tables.items():
                 table.to_csv(tables_dir / f"{name}.csv", index=False)
             meta = {"data_source": result.data_source, "train_size": result.train_size, "test_size": result.test_size,
-                    "notes": result.notes, "tables": sorted(result.tables), "overrides": overrides}  # fmt: skip
+                    "notes": result.notes, "tables": sorted(result.tables), "overrides": overrides,
+                    "seconds": round(time.time() - began, 1)}  # fmt: skip
             meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         extra = {name: pd.read_csv(tables_dir / f"{name}.csv") for name in meta.get("tables", [])}
         tables = Tables.empty()
         tables.extra = extra
         sources = [{"data_source": meta.get("data_source"), "train_size": meta.get("train_size"),
                     "test_size": meta.get("test_size"), "data.source": None}]  # fmt: skip
-        return tables, sources, runs_text, list(meta.get("notes", []))
+        notes = list(meta.get("notes", []))
+        return tables, sources, runs_text, notes, float(meta.get("seconds", 0.0))
 
     def draw(
         self, finding: Finding, tables: Tables, sources: list[dict], out_dir: Path, notes: list[str]
@@ -762,7 +773,7 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
             lines.append(f"- why this criterion: {str(spec['why']).strip()}")
         lines += [f"- measured: {claim.value_text}", f"- verdict: {claim.verdict}: {claim.reason}"]
         discussion = _discussion(spec, result.scale)
-        if discussion and claim.verdict != REPRODUCED:
+        if discussion:
             lines.append(
                 f"- our reading (written after the results; the criterion was not changed): {discussion}"
             )
@@ -818,7 +829,9 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
            "published settings" if options.scale == "quick" else ": the published settings")
         + "  ",
         f"**Data:** {' / '.join(sources) if sources else 'unknown'}  ",
-        f"**Total time:** {seconds / 60:.1f} min ({time.strftime('%Y-%m-%d')})",
+        f"**Total time:** {seconds / 60:.1f} min"
+        + (" (recorded when the runs were made)" if options.report_only else "")
+        + f" ({time.strftime('%Y-%m-%d')})",
         "",
         "Every claim was declared, with its criterion, before its runs (bnexp/findings/NAME.yaml); "
         "criteria are never loosened after seeing results.",
@@ -870,6 +883,8 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     seconds = time.time() - start
+    if options.report_only:  # the time it took to make the runs, not to redraw the report
+        seconds = sum(r.seconds for r in results)
     if len(options.names) > 1 and results:
         (options.out / "REPORT.md").write_text(summary_report(results, options, seconds))
         pd.concat(

@@ -337,14 +337,6 @@ def affine(ctx: FigureContext) -> Figure:
         ax_b.bar(x, 100 * rows["act_sat_frac"], width=0.3, color=color, label=label)
     for bound in (0.089, 0.911):
         ax_a.axhline(bound, color="black", linestyle=":", linewidth=0.8)
-    ax_a.text(
-        0.02,
-        0.915,
-        "sigmoid(N(0,1)) 1st-99th pct",
-        transform=ax_a.get_yaxis_transform(),
-        fontsize=6,
-        va="bottom",
-    )
     ax_a.set_ylim(0, 1)
     ax_a.set_title("(a) sigmoid outputs at the end")
     ax_a.set_ylabel("sigmoid output")
@@ -380,7 +372,8 @@ def affine(ctx: FigureContext) -> Figure:
     ax_c.set_xlabel("training steps")
     caption = [
         "(a) thin line: min-max over the training batch; thick bar: 15th-85th percentile (sigmoid of the logged "
-        "input percentiles); dot: median; seed mean at the last logged step. (c) gamma/beta on, lowest seed.",
+        "input percentiles); dot: median; dotted: [0.089, 0.911], the 1st-99th percentiles of sigmoid(N(0,1)); "
+        "seed mean at the last logged step. (c) gamma/beta on, lowest seed.",
         *ctx.caption,
     ]
     return _finish(fig, "BN + sigmoid with and without gamma/beta", caption)
@@ -431,13 +424,14 @@ def placement(ctx: FigureContext) -> Figure:
     ax_a.set_xticks(ticks, labels)
     ax_a.set_ylabel("final test accuracy (%)")
     ax_a.set_title("(a) per seed (dots) and mean (bar)")
-    ax_b.axhspan(-3, 3, color="grey", alpha=0.12, label="published gap scale (+-3 points)")
+    ax_b.axhspan(-3, 3, color="grey", alpha=0.12)
+    ax_b.text(0.5, 0.5, "published gaps:\nup to +-3 points", transform=ax_b.get_xaxis_transform(),
+              ha="center", va="center", fontsize=6, color=style.MUTED)  # fmt: skip
     ax_b.axhline(0, color="black", linewidth=0.6)
     ax_b.set_xticks(range(len(acts)), acts)
     ax_b.set_xlim(-0.7, len(acts) - 0.3)
     ax_b.set_ylabel("post - pre (points)")
     ax_b.set_title("(b) difference, mean and 95% interval")
-    ax_b.legend(loc="upper right")
     caption = [
         "Final accuracy = mean of the last 3 evaluations; difference paired by seed.",
         *ctx.caption,
@@ -607,7 +601,7 @@ def batch_size(ctx: FigureContext) -> Figure:
         ax_a.set_xscale("log", base=2)
         ax_a.invert_xaxis()
         ax_a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax_a.legend(loc="upper left")
+        ax_a.legend(loc="best", ncols=2)
     else:
         style.no_data(ax_a, "no runs (CNN not available?)")
     ax_a.set_xlabel("images per batch")
