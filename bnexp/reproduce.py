@@ -461,12 +461,14 @@ class Reproducer:
             sweep = self.sweep(finding, overrides)
             if sweep is not None:
                 recorded = sweep.seconds if first_use else 0.0
-                run_command = display_command(sweep.command)
+                run_command = display_command(sweep.command).replace(
+                    str(self.options.out), self.options.out_text
+                )
                 tables, warnings = tables_from_runs(sweep.jobs)
                 notes += warnings
                 data_sources = _sources_of_runs(tables.runs)
                 runs_text = _runs_text(tables.runs, sweep.directory, self.options.out)
-                _runs_summary(tables).to_csv(out_dir / "runs.csv", index=False)
+                _runs_summary(tables, self.options.out).to_csv(out_dir / "runs.csv", index=False)
             else:
                 notes.append(f"no runs found under {self.sweep_dir(finding)} (--report-only)")
         claims = [evaluate(spec, tables, unavailable=unavailable) for spec in finding.claims]
@@ -640,7 +642,7 @@ def _runs_text(runs: pd.DataFrame, directory: Path, out: Path) -> str:
     return f"{len(runs)} runs ({counts}) in `{_rel(directory, out)}/`"
 
 
-def _runs_summary(tables: Tables) -> pd.DataFrame:
+def _runs_summary(tables: Tables, out: Path) -> pd.DataFrame:
     """One row per run: the config keys that vary, status, final accuracy (for runs.csv)."""
     runs = tables.runs
     if runs.empty:
@@ -652,7 +654,10 @@ def _runs_summary(tables: Tables) -> pd.DataFrame:
     )
     columns = [*dict.fromkeys(keys), "status", "final_test_acc", "best_test_acc", "steps_done", "diverged_at_step",
                "steps_per_second", "data_source", "run_dir"]  # fmt: skip
-    return runs[[c for c in columns if c in runs]]
+    summary = runs[[c for c in columns if c in runs]].copy()
+    if "run_dir" in summary:  # relative to --out, so that the folder can be moved or committed
+        summary["run_dir"] = [_rel(Path(p), out) for p in summary["run_dir"]]
+    return summary
 
 
 def _rel(path: Path, start: Path) -> str:
