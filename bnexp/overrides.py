@@ -94,6 +94,11 @@ def unknown_key_message(key: str) -> str:
     return f"{key} is not a bnexp config key.{hint} Valid keys: {', '.join(known)}."
 
 
+def is_config_group(key: str) -> bool:
+    """True for a config group path such as `experiment/batch_size_scaling`."""
+    return (importlib.resources.files("bnexp.configs") / key).is_dir()
+
+
 def check_overrides(overrides: list[str]) -> None:
     """Raises UserError for the first override value that does not compose."""
     from hydra import compose, initialize_config_module
@@ -108,16 +113,24 @@ def check_overrides(overrides: list[str]) -> None:
     except HydraException as error:
         raise UserError(f"cannot read the overrides: {str(error).splitlines()[0]}") from None
 
-    checks: list[tuple[str, str]] = []
+    # An experiment's own config groups (e.g. +experiment/batch_size_scaling=q2) only compose
+    # together with the experiment: check every value in its context.
+    context = [
+        o.input_line for o in parsed if o.key_or_group == "experiment" and not o.is_sweep_override()
+    ]
+    checks: list[tuple[str, str, str]] = []
     for override in parsed:
         key = override.key_or_group
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue  # Hydra's own settings: Hydra checks them
+        prefix = ""
         if override.is_add() or override.is_force_add():
-            raise UserError(
-                f"{override.input_line} adds a key, but bnexp has a fixed set of keys: "
-                f"{unknown_key_message(key)}"
-            )
+            if not is_config_group(key):  # appending a config group is fine; a new key is not
+                raise UserError(
+                    f"{override.input_line} adds a key, but bnexp has a fixed set of keys: "
+                    f"{unknown_key_message(key)}"
+                )
+            prefix = "+" if override.is_add() else "++"
         if override.is_delete():
             raise UserError(f"{override.input_line}: deleting a key is not supported by bnexp.")
         values = (
@@ -125,7 +138,7 @@ def check_overrides(overrides: list[str]) -> None:
             if override.is_sweep_override()
             else [override.get_value_element_as_str()]
         )
-        checks += [(key, value) for value in values]
+        checks += [(prefix, key, value) for value in values]
 
     if not checks:
         return
@@ -133,9 +146,10 @@ def check_overrides(overrides: list[str]) -> None:
     if was_initialized:
         return  # inside another Hydra app (tests): leave the checking to it
     with initialize_config_module(config_module="bnexp.configs", version_base="1.3"):
-        for key, value in checks:
+        for prefix, key, value in checks:
             try:
-                cfg = compose("config", overrides=[f"{key}={value}"])
+                extra = context if key != "experiment" else []
+                cfg = compose("config", overrides=[*extra, f"{prefix}{key}={value}"])
                 OmegaConf.to_object(cfg)
             except (HydraException, OmegaConfBaseException, ValueError) as error:
                 raise UserError(explain(key, value, error)) from None
