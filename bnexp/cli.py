@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import sys
@@ -34,8 +35,15 @@ resolved config. Hydra flags (-m, --cfg, --info, --multirun) go before the overr
 
 
 def slug(override_dirname: str) -> str:
-    """A directory-name-safe form of a run's overrides ("base" when there are none)."""
-    text = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)[:120]
+    """A directory-name-safe form of a run's overrides ("base" when there are none).
+
+    Names longer than 120 characters are cut and end with a hash of the whole, so two jobs
+    whose overrides differ only at the end never share a directory.
+    """
+    text = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)
+    if len(text) > 120:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:10]
+        text = f"{text[:108]}_{digest}"
     return text or "base"
 
 

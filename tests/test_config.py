@@ -120,3 +120,13 @@ def test_configs_live_at_the_top_level_and_ship_as_package_data():
     assert (REPO / "configs" / "config.yaml").is_file()
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"bnexp.configs" = "configs"' in pyproject
+
+
+def test_run_directory_names_are_safe_and_unique():
+    from bnexp.cli import slug
+
+    assert slug("") == "base"
+    assert slug("norm=batch,depth=10") == "norm=batch,depth=10"
+    assert "/" not in slug("hydra/launcher=joblib,data.root=/tmp/x")
+    long_a, long_b = "x=" + "a" * 200 + ",seed=0", "x=" + "a" * 200 + ",seed=1"
+    assert slug(long_a) != slug(long_b) and len(slug(long_a)) <= 120
