@@ -1,6 +1,7 @@
 """Speed of bnexp's instrumented loop against a plain PyTorch loop and a naive DataLoader.
 
     python scripts/bench.py [--steps 3000] [--threads 2] [--fig1]
+    python scripts/bench.py --model cnn [--steps 300] [--batch-size 128] [--threads 2]
 
 All three train the same model (3x100 sigmoid MLP with BN, batch 60) on the same in-memory
 MNIST batches in one process:
@@ -12,6 +13,15 @@ It prints steps/s for each and the ratios b/a (target >= 0.85) and b/c (target >
 --fig1 also times the BN paper's Figure 1 configuration: 50,000 steps, batch 60, evaluation
 every 500 steps (target: under 60 s per run). Peak memory (max RSS) is printed after each
 part, so growth with the number of steps shows.
+
+--model cnn times the default CNN instead (the config `bnexp run model=cnn` composes, at batch
+128) on synthetic CIFAR-shaped data: random uint8 3×32×32 images held in memory like the real
+CIFAR-10 (50,000 train), so no download is needed and the speed is the real one. The schedule is a 5,000-step run's default (log every 50 steps, evaluate on the
+test set every 250, 4,000 synthetic test images: the evaluation work per step of a 5,000-step
+run on CIFAR-10). It prints (a) the plain loop, (b) bnexp with default logging, (c) the plain
+loop with the CNN in NCHW instead of channels-last memory format, each in steps per wall-clock
+second and per CPU-second of this process (robust to other jobs on the machine), and (d) what
+one log step's measurements cost at batch sizes 32 ... 512 next to a training step.
 """
 
 from __future__ import annotations
@@ -108,14 +118,153 @@ def dataloader_loop(cfg: Config, data: InMemoryData) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def default_cnn_config(**overrides) -> Config:
+    """The config `bnexp run model=cnn KEY=VALUE...` composes (configs/model/cnn.yaml included)."""
+    from hydra import compose, initialize_config_module
+
+    import bnexp.cli  # noqa: F401 - registers the schema and the resolvers the config uses
+
+    with initialize_config_module(config_module="bnexp.configs", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["model=cnn", *(f"{k}={v}" for k, v in overrides.items())])
+    return OmegaConf.to_object(cfg)
+
+
+def synthetic_cifar_shaped(train: int, test: int) -> InMemoryData:
+    """Random uint8 N×3×32×32 images and labels: CIFAR-10's shapes and dtype, not its pixels."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (train + test, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (train + test,), generator=generator)
+    return InMemoryData(
+        "cifar10", "synthetic-cifar-shaped", images[:train], labels[:train], images[train:],
+        labels[train:], mean=torch.full((3,), 0.5), std=torch.full((3,), 0.29),
+    )  # fmt: skip
+
+
+def timed(run) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of run()."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3) -> tuple[float, float]:
+    """CPU seconds of one log step's measurements (stats, probe pass) and of one training step."""
+    from bnexp.models import hidden_blocks
+    from bnexp.probes import capture
+    from bnexp.train import measure_layers
+
+    torch.manual_seed(0)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    blocks = hidden_blocks(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    x, y = data.to_float(data.x_train[:batch_size]), data.y_train[:batch_size]
+    probe_x = data.to_float(data.x_test[: cfg.probe_size])
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    measure, train_step = float("inf"), float("inf")
+    for _ in range(repeats + 1):  # the first round warms up
+        train_step = min(train_step, timed(step)[1])
+        with capture(blocks) as seen:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        measure = min(measure, timed(lambda: measure_layers(cfg, model, blocks, seen, probe_x).tolist())[1])
+    return measure, train_step
+
+
+def bench_cnn(args) -> None:
+    """Wall-clock steps/s (what a user waits for) and CPU-time steps/s (the same work measured
+    by the CPU time this process got: robust to other jobs on a shared machine, which slow the
+    wall clock by a factor of up to 3 here). Best of interleaved rounds for both."""
+    import bnexp.cnn
+
+    steps = args.steps if args.steps is not None else 300
+    data = synthetic_cifar_shaped(args.cnn_train, args.cnn_test)
+    cfg = default_cnn_config(
+        batch_size=args.batch_size, steps=steps, log_every=50, eval_every=250, plots=False
+    )  # fmt: skip
+    print(
+        f"data: SYNTHETIC CIFAR-shaped uint8 tensors in memory ({len(data.y_train)} train, "
+        f"{len(data.y_test)} test, 3x32x32; random pixels: speed only, no accuracy); torch "
+        f"{torch.__version__}, {args.threads} threads"
+    )
+    print(
+        f"model: the default `model=cnn`: depth={cfg.depth} width={cfg.width} act={cfg.act.value} "
+        f"norm={cfg.norm.name.value} probe_size={cfg.probe_size}; batch {cfg.batch_size}, {steps} steps, "
+        f"log every {cfg.log_every}, evaluate every {cfg.eval_every} (+ at the first and last step)"
+    )
+
+    def plain_nchw() -> None:
+        bnexp.cnn.CHANNELS_LAST = False
+        try:
+            plain_loop(cfg, data, evaluate_on_schedule=False)
+        finally:
+            bnexp.cnn.CHANNELS_LAST = True
+
+    runs = {
+        "plain": lambda: plain_loop(cfg, data),
+        "bnexp": lambda: bnexp_loop(cfg, data),
+        "plain_no_eval": lambda: plain_loop(cfg, data, evaluate_on_schedule=False),
+        "nchw": plain_nchw,
+    }
+    plain_loop(make_config_like(cfg, steps=20), data, evaluate_on_schedule=False)  # warm-up
+    wall = {name: float("inf") for name in runs}
+    cpu = dict(wall)
+    for _ in range(args.repeats):  # interleaved rounds: the load on a shared machine drifts
+        for name, run in runs.items():
+            w, c = timed(run)
+            wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
+
+    def rate(name: str) -> str:
+        return f"{steps / wall[name]:6.1f} steps/s wall, {steps / cpu[name]:6.1f} per CPU-second"
+
+    print(f"(a) plain loop              {rate('plain')}  peak RSS {peak_rss_mb():.0f} MB")
+    print(f"(b) bnexp, default logging  {rate('bnexp')}  peak RSS {peak_rss_mb():.0f} MB")
+    print(f"    plain loop without evaluation: {rate('plain_no_eval')}")
+    print(f"(c) plain loop without evaluation, NCHW instead of channels-last: {rate('nchw')}")
+    print(
+        f"b/a = {wall['plain'] / wall['bnexp']:.2f} wall, {cpu['plain'] / cpu['bnexp']:.2f} CPU time "
+        f"(target >= 0.85); channels-last / NCHW = {wall['nchw'] / wall['plain_no_eval']:.2f} wall, "
+        f"{cpu['nchw'] / cpu['plain_no_eval']:.2f} CPU time"
+    )
+    print("(d) one log step's measurements (all layers, probe pass) vs one training step, CPU time:")
+    for batch_size in (32, 128, 512):
+        measure, step = log_step_cost(cfg, data, batch_size)
+        print(
+            f"    batch {batch_size:4d}: measurements {measure * 1e3:6.1f} ms, training step "
+            f"{step * 1e3:6.1f} ms ({measure / step:.2f} steps' worth, once every {cfg.log_every} steps)"
+        )
+
+
+def make_config_like(cfg: Config, **changes) -> Config:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg), changes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--steps", type=int, default=None, help="default: 3000 (mlp), 300 (cnn)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for (a) and (b)")
+    parser.add_argument("--repeats", type=int, default=None, help="best of N for (a) and (b); default 3")
     parser.add_argument("--fig1", action="store_true", help="also time the 50,000-step Figure 1 run")
+    parser.add_argument("--batch-size", type=int, default=128, help="cnn only")
+    parser.add_argument("--cnn-train", type=int, default=50_000, help="cnn only: synthetic training images")
+    # 4,000 test images evaluated 3 times in 300 steps: the evaluation work per step of a default
+    # 5,000-step run on CIFAR-10 (21 evaluations of 10,000 images).
+    parser.add_argument("--cnn-test", type=int, default=4_000, help="cnn only: synthetic test images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.model == "cnn":
+        args.repeats = args.repeats or 3
+        bench_cnn(args)
+        return
+    args.steps = args.steps if args.steps is not None else 3000
+    args.repeats = args.repeats or 3
 
     data = load_data("mnist", "~/.cache/bnexp/data", "auto", False, False)
     print(f"data: {data.source}, {len(data.y_train)} train images; torch {torch.__version__}, {args.threads} threads")
