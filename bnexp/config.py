@@ -178,6 +178,14 @@ def validate(cfg: Config) -> None:
         )
     if cfg.norm.groups is not None and cfg.norm.groups < 1:
         raise UserError(f"norm.groups={cfg.norm.groups} is not allowed: it must be >= 1.")
+    # Every layer has width units (MLP) or width·2^k channels (CNN), so dividing width suffices.
+    if cfg.norm.name is NormName.group and cfg.norm.groups is not None and cfg.width % cfg.norm.groups:
+        divisors = [d for d in range(1, min(cfg.width, 64) + 1) if cfg.width % d == 0]
+        raise UserError(
+            f"norm.groups={cfg.norm.groups} is not allowed with width={cfg.width}: GroupNorm's "
+            f"groups must divide the number of channels (units) of every layer. Choose a divisor "
+            f"of {cfg.width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for min(32, channels)."
+        )
     if not 0 <= cfg.track_unit < cfg.width:
         raise UserError(
             f"track_unit={cfg.track_unit} is not allowed: it must lie in [0, width-1] = [0, {cfg.width - 1}]."

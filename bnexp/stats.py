@@ -41,15 +41,20 @@ def _sample_index(numel: int, size: int) -> Tensor:
 
 
 def _flat(values: Tensor) -> Tensor:
-    return values.detach().reshape(-1).float()
+    """All elements as a vector, without a copy where possible: a channels-last feature map
+    (the CNN's) is read in its memory order N·H·W·C, which no statistic here depends on."""
+    values = values.detach()
+    if values.dim() == 4 and values.is_contiguous(memory_format=torch.channels_last):
+        values = values.permute(0, 2, 3, 1)
+    return values.reshape(-1).float()
 
 
 def _rows(tensors: list[Tensor]) -> Tensor | None:
     """The layers' values as one (layers × n) matrix, if they all have the same size."""
+    if len({t.numel() for t in tensors}) != 1:
+        return None  # decided before flattening: a copy per layer would be wasted
     flats = [_flat(t) for t in tensors]
-    if len({f.numel() for f in flats}) == 1:
-        return torch.stack(flats)
-    return None
+    return flats[0].unsqueeze(0) if len(flats) == 1 else torch.stack(flats)
 
 
 def moments(tensors: list[Tensor]) -> Tensor:
