@@ -248,8 +248,8 @@ def make_config_like(cfg: Config, **changes) -> Config:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    parser.add_argument("--steps", type=int, default=None, help="default: 3000 (mlp), 300 (cnn)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="default: 5000 (mlp, bnexp's default run), 300 (cnn)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what bnexp run uses: 1 for the MLP, 2 for the CNN)")
     parser.add_argument("--repeats", type=int, default=None, help="best of N for (a) and (b); default 3")
     parser.add_argument("--fig1", action="store_true", help="also time the 50,000-step Figure 1 run")
     parser.add_argument("--batch-size", type=int, default=128, help="cnn only")
@@ -258,12 +258,14 @@ def main() -> None:
     # 5,000-step run on CIFAR-10 (21 evaluations of 10,000 images).
     parser.add_argument("--cnn-test", type=int, default=4_000, help="cnn only: synthetic test images")
     args = parser.parse_args()
+    if args.threads is None:
+        args.threads = 1 if args.model == "mlp" else 2
     torch.set_num_threads(args.threads)
     if args.model == "cnn":
         args.repeats = args.repeats or 3
         bench_cnn(args)
         return
-    args.steps = args.steps if args.steps is not None else 3000
+    args.steps = args.steps if args.steps is not None else 5000
     args.repeats = args.repeats or 3
 
     data = load_data("mnist", "~/.cache/bnexp/data", "auto", False, False)
