@@ -494,6 +494,13 @@ def plot_grad_profile(
     return decorate(fig, title, caption)
 
 
+def empty_figure(title: str, caption: Sequence[str]) -> Figure:
+    """A one-panel figure that says there is no data (a run that logged no layer rows)."""
+    fig, axes = style.new_figure(1, 1, panel_height=2.0)
+    style.no_data(axes[0, 0])
+    return decorate(fig, title, caption)
+
+
 @style.styled
 def plot_pre_bands(
     layers: pd.DataFrame,
@@ -506,9 +513,7 @@ def plot_pre_bands(
     pre-activation, with its min and max as thin lines."""
     layer_ids = layer_indices(layers)
     if not layer_ids:
-        fig, axes = style.new_figure(1, 1, panel_height=2.0)
-        style.no_data(axes[0, 0])
-        return decorate(fig, title, caption)
+        return empty_figure(title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
     for ax, layer in zip(panels, layer_ids, strict=True):
@@ -551,9 +556,7 @@ def plot_act_range(
     with the saturated fraction as a dotted line (0..1 on the same axis)."""
     layer_ids = layer_indices(layers)
     if not layer_ids:
-        fig, axes = style.new_figure(1, 1, panel_height=2.0)
-        style.no_data(axes[0, 0])
-        return decorate(fig, title, caption)
+        return empty_figure(title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[2]
     for ax, layer in zip(panels, layer_ids, strict=True):
@@ -589,9 +592,7 @@ def plot_unit_percentiles(
     a fixed probe batch. Without BN these drift; with BN they stay put."""
     layer_ids = layer_indices(layers)
     if not layer_ids:
-        fig, axes = style.new_figure(1, 1, panel_height=2.0)
-        style.no_data(axes[0, 0])
-        return decorate(fig, title, caption)
+        return empty_figure(title, caption)
     fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
     for ax, layer in zip(panels, layer_ids, strict=True):
