@@ -11,9 +11,10 @@ import sys
 import time
 
 import pytest
-from conftest import TINY, read_csv, run_cli
 
 from bnexp.records import LAYERS_COLUMNS, METRICS_COLUMNS
+
+from conftest import TINY, read_csv, run_cli
 
 pytestmark = pytest.mark.slow
 

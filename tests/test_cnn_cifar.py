@@ -20,13 +20,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from synthetic_data import (
-    CIFAR_FOLDER,
-    cifar10_archive,
-    patch_cifar10_checksums,
-    write_cifar10,
-    write_mnist,
-)
 from torch import nn
 
 import bnexp.cli  # noqa: F401 - registers the config schema and resolvers
@@ -40,6 +33,14 @@ from bnexp.models import Block, build_model, hidden_blocks
 from bnexp.probes import capture
 from bnexp.stats import LAYER_STATS, moments, percentiles, saturation_fraction
 from bnexp.train import train
+
+from synthetic_data import (
+    CIFAR_FOLDER,
+    cifar10_archive,
+    patch_cifar10_checksums,
+    write_cifar10,
+    write_mnist,
+)
 
 CIFAR_SHAPE, MNIST_SHAPE = (3, 32, 32), (1, 28, 28)
 NORMS, ACTS = ("batch", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")

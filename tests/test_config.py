@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, make_config, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from bnexp.config import Config, UserError, config_hash, validate
 from bnexp.overrides import check_overrides, split_command_line
+
+from conftest import REPO, make_config, run_cli
 
 
 def compose_config(overrides: list[str]) -> Config:

@@ -6,12 +6,13 @@ import itertools
 
 import pytest
 import torch
-from conftest import make_config
 from torch import nn
 
 from bnexp.config import UserError
 from bnexp.layers import default_groups, make_norm
 from bnexp.models import build_mlp, build_model, hidden_blocks, initialize
+
+from conftest import make_config
 
 NORM_TYPES = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "group": nn.GroupNorm, "none": nn.Identity}
 ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-from conftest import make_config
 
 from bnexp.models import build_model, hidden_blocks
 from bnexp.probes import capture, probe_pre_activations
 from bnexp.records import LAYERS_COLUMNS, METRICS_COLUMNS
 from bnexp.stats import LAYER_STATS
 from bnexp.train import train
+
+from conftest import make_config
 
 
 def collect(cfg, data):
