@@ -501,6 +501,31 @@ def empty_figure(title: str, caption: Sequence[str]) -> Figure:
     return decorate(fig, title, caption)
 
 
+def per_layer_figure(
+    layers: pd.DataFrame,
+    draw: Callable[[Axes, pd.DataFrame], None],
+    *,
+    handles: list[Any],
+    ylabel: str,
+    diverged_at_step: float | None,
+    title: str,
+    caption: Sequence[str],
+) -> Figure:
+    """One panel per hidden layer, steps on x; `draw(ax, rows)` fills a layer's panel."""
+    layer_ids = layer_indices(layers)
+    if not layer_ids:
+        return empty_figure(title, caption)
+    fig, panels = layer_grid(len(layer_ids))
+    for ax, layer in zip(panels, layer_ids, strict=True):
+        draw(ax, layers[layers["layer"] == layer])
+        ax.set_title(f"layer {layer}", pad=2)
+        style.format_steps(ax)
+        mark_divergence(ax, diverged_at_step, label=False)
+    style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
+    label_outer_panels(fig, STEP_LABEL, ylabel)
+    return decorate(fig, title, caption)
+
+
 @style.styled
 def plot_pre_bands(
     layers: pd.DataFrame,
@@ -511,37 +536,26 @@ def plot_pre_bands(
 ) -> Figure:
     """One panel per layer: the batch's 15-85th percentile band and median of the
     pre-activation, with its min and max as thin lines."""
-    layer_ids = layer_indices(layers)
-    if not layer_ids:
-        return empty_figure(title, caption)
-    fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
-    for ax, layer in zip(panels, layer_ids, strict=True):
-        rows = layers[layers["layer"] == layer]
+
+    def draw(ax: Axes, rows: pd.DataFrame) -> None:
         marker = marker_for(len(rows))
         ax.fill_between(rows["step"], finite(rows["pre_p15"]), finite(rows["pre_p85"]),
                         color=color, alpha=0.3, linewidth=0)  # fmt: skip
         ax.plot(rows["step"], finite(rows["pre_p50"]), color=color, marker=marker)
         for column in ("pre_min", "pre_max"):
-            ax.plot(
-                rows["step"],
-                finite(rows[column]),
-                color=style.MUTED,
-                linewidth=0.6,
-                marker=marker,
-                markersize=2,
-            )
-        ax.set_title(f"layer {layer}", pad=2)
-        style.format_steps(ax)
-        mark_divergence(ax, diverged_at_step, label=False)
+            ax.plot(rows["step"], finite(rows[column]), color=style.MUTED, linewidth=0.6,
+                    marker=marker, markersize=2)  # fmt: skip
+
     handles = [
         Patch(color=color, alpha=0.3, label="15th–85th percentile"),
         Line2D([], [], color=color, label="median"),
         Line2D([], [], color=style.MUTED, linewidth=0.6, label="min and max"),
     ]
-    style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
-    label_outer_panels(fig, STEP_LABEL, "pre-activation (input to the nonlinearity)")
-    return decorate(fig, title, caption)
+    return per_layer_figure(
+        layers, draw, handles=handles, ylabel="pre-activation (input to the nonlinearity)",
+        diverged_at_step=diverged_at_step, title=title, caption=caption,
+    )  # fmt: skip
 
 
 @style.styled
@@ -554,30 +568,25 @@ def plot_act_range(
 ) -> Figure:
     """One panel per layer: the batch's min-max range of the activation output and its mean,
     with the saturated fraction as a dotted line (0..1 on the same axis)."""
-    layer_ids = layer_indices(layers)
-    if not layer_ids:
-        return empty_figure(title, caption)
-    fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[2]
-    for ax, layer in zip(panels, layer_ids, strict=True):
-        rows = layers[layers["layer"] == layer]
+
+    def draw(ax: Axes, rows: pd.DataFrame) -> None:
         marker = marker_for(len(rows))
         ax.fill_between(rows["step"], finite(rows["act_min"]), finite(rows["act_max"]),
                         color=color, alpha=0.25, linewidth=0)  # fmt: skip
         ax.plot(rows["step"], finite(rows["act_mean"]), color=color, marker=marker)
         ax.plot(rows["step"], finite(rows["act_sat_frac"]), color=style.COLORS[3],
                 linestyle=":", linewidth=1.0, marker=marker, markersize=2)  # fmt: skip
-        ax.set_title(f"layer {layer}", pad=2)
-        style.format_steps(ax)
-        mark_divergence(ax, diverged_at_step, label=False)
+
     handles = [
         Patch(color=color, alpha=0.25, label="min–max over the batch"),
         Line2D([], [], color=color, label="mean"),
         Line2D([], [], color=style.COLORS[3], linestyle=":", label="saturated fraction"),
     ]
-    style.add_legend_below(fig, handles + divergence_handles(diverged_at_step))
-    label_outer_panels(fig, STEP_LABEL, "activation output")
-    return decorate(fig, title, caption)
+    return per_layer_figure(
+        layers, draw, handles=handles, ylabel="activation output",
+        diverged_at_step=diverged_at_step, title=title, caption=caption,
+    )  # fmt: skip
 
 
 @style.styled
@@ -590,21 +599,12 @@ def plot_unit_percentiles(
 ) -> Figure:
     """One panel per layer: 15th, 50th and 85th percentile of one unit's pre-activation over
     a fixed probe batch. Without BN these drift; with BN they stay put."""
-    layer_ids = layer_indices(layers)
-    if not layer_ids:
-        return empty_figure(title, caption)
-    fig, panels = layer_grid(len(layer_ids))
     color = style.COLORS[0]
-    for ax, layer in zip(panels, layer_ids, strict=True):
-        rows = layers[layers["layer"] == layer]
-        draw_percentile_lines(ax, rows, color)
-        ax.set_title(f"layer {layer}", pad=2)
-        style.format_steps(ax)
-        mark_divergence(ax, diverged_at_step, label=False)
-    handles = percentile_legend_handles(color) + divergence_handles(diverged_at_step)
-    style.add_legend_below(fig, handles)
-    label_outer_panels(fig, STEP_LABEL, "tracked unit's pre-activation")
-    return decorate(fig, title, caption)
+    return per_layer_figure(
+        layers, lambda ax, rows: draw_percentile_lines(ax, rows, color),
+        handles=percentile_legend_handles(color), ylabel="tracked unit's pre-activation",
+        diverged_at_step=diverged_at_step, title=title, caption=caption,
+    )  # fmt: skip
 
 
 def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:
