@@ -91,7 +91,7 @@ class NormConfig:
     name: NormName = NormName.batch
     momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
     eps: float = 1e-5
-    groups: int | None = None  # GroupNorm groups; None = min(32, channels)
+    groups: int | None = None  # GroupNorm groups; None = largest divisor of the channels <= 32
 
 
 @dataclass
@@ -184,7 +184,7 @@ def validate(cfg: Config) -> None:
         raise UserError(
             f"norm.groups={cfg.norm.groups} is not allowed with width={cfg.width}: GroupNorm's "
             f"groups must divide the number of channels (units) of every layer. Choose a divisor "
-            f"of {cfg.width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for min(32, channels)."
+            f"of {cfg.width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for the largest divisor of the channels up to 32."
         )
     if not 0 <= cfg.track_unit < cfg.width:
         raise UserError(

@@ -104,7 +104,9 @@ def network_reachable(
         return False
 
 
-MNIST_RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_RAW_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)  # fmt: skip
 
 
 def torchvision_mnist(root: Path, download: bool):
@@ -118,14 +120,12 @@ def torchvision_mnist(root: Path, download: bool):
         with contextlib.redirect_stdout(io.StringIO()):
             return MNIST(str(root), train=train, download=allow_download)
 
-    try:
+    if have_files:
         train, test = load(True, False), load(False, False)
-    except RuntimeError:  # "Dataset not found"
-        if not (download and network_reachable()):
-            return None
+    else:  # the network answered above: download
         try:
             train, test = load(True, True), load(False, True)
-        except Exception:
+        except Exception:  # a download that fails half-way: fall back like an offline one
             return None
     return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets
 

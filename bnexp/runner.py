@@ -61,6 +61,10 @@ def execute(
 
     record = RunRecord(run_dir)
     started = time.time()
+
+    def elapsed() -> float:  # seconds since the run started, data loading included
+        return round(time.time() - started, 3)
+
     torch.set_num_threads(threads)
     record.update_meta(
         status="running", steps_done=0, diverged_at_step=None, error=None, config_hash=digest,
@@ -95,26 +99,22 @@ def execute(
         record.open_csvs()
         outcome = run_training(config, data, record, augment, show_progress)
     except KeyboardInterrupt:
-        record.update_meta(status="interrupted", wall_seconds=round(time.time() - started, 3))
-        record.close()
+        record.update_meta(status="interrupted", wall_seconds=elapsed())
         raise
     except UserError as error:
-        record.update_meta(
-            status="failed", error=str(error), wall_seconds=round(time.time() - started, 3)
-        )
-        record.close()
+        record.update_meta(status="failed", error=str(error), wall_seconds=elapsed())
         raise
     except Exception as error:
         record.update_meta(
             status="failed", error=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(), wall_seconds=round(time.time() - started, 3),
+            traceback=traceback.format_exc(), wall_seconds=elapsed(),
         )  # fmt: skip
-        record.close()
         raise
-    record.close()
+    finally:
+        record.close()
     record.update_meta(
         status=outcome.status, steps_done=outcome.steps_done, diverged_at_step=outcome.diverged_at_step,
-        wall_seconds=round(time.time() - started, 3), train_seconds=round(outcome.wall_seconds, 3),
+        wall_seconds=elapsed(), train_seconds=round(outcome.wall_seconds, 3),
         steps_per_second=round(outcome.steps_per_second, 1),
     )  # fmt: skip
     if outcome.status == "diverged":
