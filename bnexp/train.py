@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -55,7 +56,7 @@ def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[f
     model.eval()
     loss_sum, correct = 0.0, 0
     for start in range(0, len(data.y_test), chunk):
-        x = data.to_float(data.x_test[start : start + chunk])
+        x = data.test_inputs[start : start + chunk]
         y = data.y_test[start : start + chunk]
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -100,18 +101,18 @@ def train(
     lr = optimizer.param_groups[0]["lr"]
     batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
     augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    probe_x = data.to_float(data.x_test[: cfg.probe_size])
+    probe_x = data.test_inputs[: cfg.probe_size]
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
 
     def elapsed() -> float:
         return time.perf_counter() - start
 
     # Train loss and accuracy are averaged over the steps since the previous row.
-    loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+    loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
         index = next(batches)
-        x, y = data.to_float(data.x_train[index]), data.y_train[index]
+        x, y = data.train_batch(index)
         if augment is not None:
             x = augment(x, augment_generator)
         logged = step % log_every == 0 or step == cfg.steps
@@ -127,7 +128,8 @@ def train(
             on_log([step, loss_value, None, None, None, lr, round(elapsed(), 3)], [])
             return Outcome("diverged", step, step, elapsed(), step / elapsed(), model)
         loss_sum += loss_value
-        correct += (logits.detach().argmax(1) == y).sum()
+        # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
+        correct += int(np.count_nonzero(logits.detach().numpy().argmax(1) == y.numpy()))
         seen_samples += len(y)
         seen_steps += 1
 
@@ -143,12 +145,12 @@ def train(
             weights_before = [w.detach().clone() for w in weights]
             optimizer.step()
             stats[:, UPDATE_RATIO_COLUMN] = update_ratios(weights, weights_before)
-        train_loss, train_acc = loss_sum / seen_steps, correct.item() / seen_samples
+        train_loss, train_acc = loss_sum / seen_steps, correct / seen_samples
         on_log(
             [step, train_loss, train_acc, test_loss, test_acc, lr, round(elapsed(), 3)],
             [[step, layer, *values] for layer, values in enumerate(stats.tolist(), start=1)],
         )
-        loss_sum, correct, seen_samples, seen_steps = 0.0, torch.zeros((), dtype=torch.long), 0, 0
+        loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
         if progress is not None:
             progress(step, train_loss)
 

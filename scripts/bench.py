@@ -60,7 +60,7 @@ def plain_loop(cfg: Config, data: InMemoryData, evaluate_on_schedule: bool = Tru
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
         index = next(batches)
-        x, y = data.to_float(data.x_train[index]), data.y_train[index]
+        x, y = data.train_batch(index)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,8 +157,8 @@ def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int
     model = build_model(cfg, data.input_shape, data.num_classes)
     blocks = hidden_blocks(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
-    x, y = data.to_float(data.x_train[:batch_size]), data.y_train[:batch_size]
-    probe_x = data.to_float(data.x_test[: cfg.probe_size])
+    x, y = data.train_inputs[:batch_size], data.y_train[:batch_size]
+    probe_x = data.test_inputs[: cfg.probe_size]
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)

@@ -15,6 +15,7 @@ from bnexp.stats import (
     moments,
     percentiles,
     saturation_fraction,
+    std,
     unit_values,
     update_ratios,
     weight_gradient_stats,
@@ -29,6 +30,24 @@ def test_percentiles_match_linear_interpolation():
     mixed = percentiles([values, torch.arange(11, dtype=torch.float32)])
     assert mixed[0].tolist() == pytest.approx([15.0, 50.0, 85.0])
     assert mixed[1].tolist() == pytest.approx([1.5, 5.0, 8.5])
+
+
+def test_percentiles_agree_with_torch_quantile_and_keep_nan():
+    torch.manual_seed(0)
+    rows = torch.randn(3, 997) * torch.tensor([[1.0], [1e-3], [50.0]]) + 2.0
+    expected = torch.quantile(rows, torch.tensor([0.15, 0.5, 0.85]), dim=1).T
+    assert torch.allclose(percentiles(list(rows)), expected, rtol=1e-6, atol=0)
+    rows[1, 500] = float("nan")  # a NaN in a layer: that layer's percentiles are NaN, not a number
+    got = percentiles(list(rows))
+    assert got[1].isnan().all() and not got[[0, 2]].isnan().any()
+
+
+def test_std_is_the_sample_standard_deviation():
+    torch.manual_seed(0)
+    values = torch.randn(7, 300) * 0.01 + 5.0  # a large mean: the two-pass formula keeps precision
+    assert torch.allclose(std(values, 1), values.double().std(1).float(), rtol=1e-5)
+    assert std(values).item() == pytest.approx(values.double().std().item(), rel=1e-5)
+    assert math.isnan(std(torch.tensor([3.0])).item())  # one value has no sample std
 
 
 def test_percentiles_of_large_tensors_use_a_fixed_subsample():

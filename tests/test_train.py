@@ -32,7 +32,7 @@ def test_bn_before_sigmoid_standardises_every_unit_at_step_0(bundled_data):
     cfg = make_config(depth=4, width=50)
     torch.manual_seed(0)
     model = build_model(cfg, bundled_data.input_shape, 10)
-    x = bundled_data.to_float(bundled_data.x_train[:60])
+    x = bundled_data.train_inputs[:60]
     with capture(hidden_blocks(model)) as seen:
         model(x)
     for pre in seen.pre:
@@ -45,7 +45,7 @@ def test_probe_pass_leaves_running_statistics_untouched(bundled_data):
     cfg = make_config(depth=2, width=8)
     model = build_model(cfg, bundled_data.input_shape, 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    probe_pre_activations(model, hidden_blocks(model), bundled_data.to_float(bundled_data.x_test[:64]))
+    probe_pre_activations(model, hidden_blocks(model), bundled_data.test_inputs[:64])
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 

@@ -127,7 +127,7 @@ def running_stats(configs: list[Config]) -> ProcedureResult:
         order = order[: len(order) // SAME_IMAGES * SAME_IMAGES]
         if len(order) == 0:
             raise ValueError(f"the test set has fewer than {SAME_IMAGES} images")
-        x, y = data.to_float(data.x_test[order]), data.y_test[order]
+        x, y = data.test_inputs[order], data.y_test[order]
         for size in EVAL_BATCH_SIZES:
             acc_running, n = accuracy_in_batches(model, x, y, size)
             with batch_statistics(model):
@@ -190,7 +190,7 @@ def scale_invariance(configs: list[Config]) -> ProcedureResult:
 
     generator = torch.Generator().manual_seed(cfg.seed)
     batch = torch.randperm(len(data.y_train), generator=generator)[: cfg.batch_size]
-    x = data.to_float(data.x_train[batch]).double()
+    x = data.train_inputs[batch].double()
     y = data.y_train[batch]
     with torch.no_grad():
         u = x.flatten(1)
