@@ -45,9 +45,15 @@ def test_probe_pass_leaves_running_statistics_untouched(bundled_data):
     cfg = make_config(depth=2, width=8)
     model = build_model(cfg, bundled_data.input_shape, 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    probe_pre_activations(model, hidden_blocks(model), bundled_data.test_inputs[:64])
+    pre = probe_pre_activations(model, hidden_blocks(model), bundled_data.test_inputs[:64])
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    # ... while the probe batch was normalised with its own statistics (train mode),
+    for layer in pre:
+        assert torch.allclose(layer.mean(0), torch.zeros(8), atol=1e-5)
+    # and the norms track their running statistics again afterwards.
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and all(m.track_running_stats for m in norms)
 
 
 def test_gradients_vanish_in_a_deep_sigmoid_net_without_bn_and_not_with_it(bundled_data):
