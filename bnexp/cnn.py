@@ -83,6 +83,8 @@ def build_cnn(
     norm_momentum: float = 0.1,
     norm_eps: float = 1e-5,
     norm_groups: int | None = None,
+    norm_noise_shift: float = 1.0,
+    norm_noise_scale: float = 2.0,
     channels_last: bool | None = None,
 ) -> CNN:
     """The CNN for images of `input_shape` = (C, H, W); see the module docstring."""
@@ -99,6 +101,7 @@ def build_cnn(
             norm_layer = make_norm(
                 norm, out, spatial=True, affine=affine,
                 momentum=norm_momentum, eps=norm_eps, groups=norm_groups,
+                noise_shift=norm_noise_shift, noise_scale=norm_noise_scale,
             )  # fmt: skip
             blocks.append(Block(conv, norm_layer, make_activation(act), placement))
             channels = out

@@ -40,6 +40,7 @@ class ModelName(Enum):
 
 class NormName(Enum):
     batch = "batch"
+    noisy_batch = "noisy_batch"
     layer = "layer"
     group = "group"
     none = "none"
@@ -92,6 +93,10 @@ class NormConfig:
     momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
     eps: float = 1e-5
     groups: int | None = None  # GroupNorm groups; None = largest divisor of the channels <= 32
+    # noisy_batch only: each step, per unit, s * BN(x) + m with m ~ U(-noise_shift, noise_shift)
+    # and s ~ U(1, noise_scale) (Santurkar et al. 2018), in the units of BN's output.
+    noise_shift: float = 1.0
+    noise_scale: float = 2.0
 
 
 @dataclass
@@ -170,9 +175,16 @@ def validate(cfg: Config) -> None:
         raise UserError(f"norm.momentum={cfg.norm.momentum} is not allowed: it must lie in [0, 1].")
     if cfg.norm.eps <= 0:
         raise UserError(f"norm.eps={cfg.norm.eps} is not allowed: it must be > 0.")
-    if cfg.norm.name is NormName.batch and cfg.batch_size < 2:
+    if cfg.norm.noise_shift < 0:
+        raise UserError(f"norm.noise_shift={cfg.norm.noise_shift} is not allowed: it must be >= 0.")
+    if cfg.norm.noise_scale < 1:
         raise UserError(
-            f"batch_size={cfg.batch_size} is not allowed with norm=batch: batch normalization "
+            f"norm.noise_scale={cfg.norm.noise_scale} is not allowed: it must be >= 1 "
+            "(scales are drawn from U(1, noise_scale))."
+        )
+    if cfg.norm.name in (NormName.batch, NormName.noisy_batch) and cfg.batch_size < 2:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is not allowed with norm={cfg.norm.name.value}: batch normalization "
             "needs at least 2 samples per batch to compute a variance. Use batch_size>=2, or "
             "norm=group / norm=layer / norm=none, which do not depend on the batch."
         )

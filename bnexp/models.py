@@ -55,6 +55,8 @@ def build_mlp(
     norm_momentum: float = 0.1,
     norm_eps: float = 1e-5,
     norm_groups: int | None = None,
+    norm_noise_shift: float = 1.0,
+    norm_noise_scale: float = 2.0,
 ) -> MLP:
     blocks = []
     for i in range(depth):
@@ -70,6 +72,8 @@ def build_mlp(
             momentum=norm_momentum,
             eps=norm_eps,
             groups=norm_groups,
+            noise_shift=norm_noise_shift,
+            noise_scale=norm_noise_scale,
         )
         blocks.append(Block(linear, norm_layer, make_activation(act), placement))
     return MLP(in_features, num_classes, blocks, width)
@@ -105,6 +109,7 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
         depth=cfg.depth, width=cfg.width, act=cfg.act.value, norm=cfg.norm.name.value,
         placement=cfg.placement.value, affine=cfg.affine, norm_momentum=cfg.norm.momentum,
         norm_eps=cfg.norm.eps, norm_groups=cfg.norm.groups,
+        norm_noise_shift=cfg.norm.noise_shift, norm_noise_scale=cfg.norm.noise_scale,
     )  # fmt: skip
     if cfg.model.name.value == "cnn":
         from bnexp.cnn import build_cnn

@@ -149,6 +149,16 @@ def timed(run) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def interleaved_best(runs: dict, repeats: int) -> tuple[dict, dict, list[dict]]:
+    """Best wall and best CPU seconds of each run over `repeats` rounds, and every round's
+    (wall, CPU) timings. Rounds interleave the runs: the load on a shared machine drifts, and
+    every run should meet the same drift."""
+    rounds = [{name: timed(run) for name, run in runs.items()} for _ in range(repeats)]
+    wall = {name: min(r[name][0] for r in rounds) for name in runs}
+    cpu = {name: min(r[name][1] for r in rounds) for name in runs}
+    return wall, cpu, rounds
+
+
 def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3) -> tuple[float, float]:
     """CPU seconds of one log step's measurements (stats, probe pass) and of one training step."""
     from bnexp.models import hidden_blocks
@@ -215,12 +225,7 @@ def bench_cnn(args) -> None:
         "nchw": plain_nchw,
     }
     plain_loop(make_config_like(cfg, steps=20), data, evaluate_on_schedule=False)  # warm-up
-    wall = {name: float("inf") for name in runs}
-    cpu = dict(wall)
-    for _ in range(args.repeats):  # interleaved rounds: the load on a shared machine drifts
-        for name, run in runs.items():
-            w, c = timed(run)
-            wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
+    wall, cpu, _ = interleaved_best(runs, args.repeats)
 
     def rate(name: str) -> str:
         return f"{steps / wall[name]:6.1f} steps/s wall, {steps / cpu[name]:6.1f} per CPU-second"
@@ -276,18 +281,15 @@ def main() -> None:
     loader_cfg = make_config(steps=min(args.steps, 1000))
     plain_loop(make_config(steps=200), data)  # warm-up
     runs = {
-        "plain": (cfg.steps, lambda: plain_loop(cfg, data)),
-        "plain_no_eval": (cfg.steps, lambda: plain_loop(cfg, data, evaluate_on_schedule=False)),
-        "bnexp": (cfg.steps, lambda: bnexp_loop(cfg, data)),
-        "loader": (loader_cfg.steps, lambda: dataloader_loop(loader_cfg, data)),
+        "plain": lambda: plain_loop(cfg, data),
+        "plain_no_eval": lambda: plain_loop(cfg, data, evaluate_on_schedule=False),
+        "bnexp": lambda: bnexp_loop(cfg, data),
+        "loader": lambda: dataloader_loop(loader_cfg, data),
     }
-    rounds = []  # per round: name -> (wall s, CPU s)
-    for _ in range(args.repeats):  # interleaved rounds: the load on a shared machine drifts
-        rounds.append({name: timed(run) for name, (_, run) in runs.items()})
-    wall = {name: min(r[name][0] for r in rounds) for name in runs}
-    cpu = {name: min(r[name][1] for r in rounds) for name in runs}
-    rate = {name: runs[name][0] / wall[name] for name in runs}
-    cpu_rate = {name: runs[name][0] / cpu[name] for name in runs}
+    steps = {name: loader_cfg.steps if name == "loader" else cfg.steps for name in runs}
+    wall, cpu, rounds = interleaved_best(runs, args.repeats)
+    rate = {name: steps[name] / wall[name] for name in runs}
+    cpu_rate = {name: steps[name] / cpu[name] for name in runs}
     # The same ratio within each round (neighbours in time share the machine's state): its
     # median is a second estimate, robust to a round that caught a slow spell.
     paired = sorted(r["plain"][1] / r["bnexp"][1] for r in rounds)

@@ -28,7 +28,7 @@ from bnexp.augment import random_crop_flip
 from bnexp.cnn import block_channels, build_cnn, stage_sizes
 from bnexp.config import Config, UserError, validate
 from bnexp.data import load_data
-from bnexp.layers import ChannelLayerNorm
+from bnexp.layers import ChannelLayerNorm, NoisyBatchNorm2d
 from bnexp.models import Block, build_model, hidden_blocks
 from bnexp.probes import capture
 from bnexp.stats import LAYER_STATS, moments, percentiles, saturation_fraction
@@ -43,7 +43,7 @@ from synthetic_data import (
 )
 
 CIFAR_SHAPE, MNIST_SHAPE = (3, 32, 32), (1, 28, 28)
-NORMS, ACTS = ("batch", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")
+NORMS, ACTS = ("batch", "noisy_batch", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")
 
 
 def make_config(*overrides: str) -> Config:
@@ -325,6 +325,7 @@ def check_blocks(model, in_channels, depth, width, norm, placement, affine, wher
     channels = block_channels(depth, width)
     expected_norm = {
         "batch": nn.BatchNorm2d,
+        "noisy_batch": NoisyBatchNorm2d,
         "group": nn.GroupNorm,
         "layer": ChannelLayerNorm,
         "none": nn.Identity,

@@ -36,7 +36,7 @@ def test_headline_overrides_compose():
 @pytest.mark.parametrize(
     ("override", "must_mention"),
     [
-        ("norm=foo", ["norm=foo", "batch", "group", "layer", "none"]),
+        ("norm=foo", ["norm=foo", "batch", "noisy_batch", "group", "layer", "none"]),
         ("act=foo", ["act=foo", "sigmoid", "relu", "tanh", "identity"]),
         ("placement=middle", ["placement=middle", "pre", "post"]),
         ("depth=abc", ["depth=abc", "integer"]),
@@ -67,6 +67,9 @@ def test_good_overrides_and_sweeps_pass_the_check():
         ({"width": 0}, ["width=0"]),
         ({"steps": 0}, ["steps=0"]),
         ({"norm.name": "batch", "batch_size": 1}, ["batch_size=1", "norm=batch", "norm=group"]),
+        ({"norm.name": "noisy_batch", "batch_size": 1}, ["batch_size=1", "norm=noisy_batch"]),
+        ({"norm.noise_scale": 0.5}, ["norm.noise_scale=0.5", ">= 1"]),
+        ({"norm.noise_shift": -1.0}, ["norm.noise_shift=-1.0", ">= 0"]),
         ({"optim.lr": -0.1}, ["optim.lr=-0.1"]),
         ({"track_unit": 100}, ["track_unit=100", "[0, 99]"]),
         ({"log_every": 0}, ["log_every=0"]),

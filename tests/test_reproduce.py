@@ -170,12 +170,12 @@ def test_scale_invariance_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_fig1_end_to_end_and_rerun_skips(tmp_path):
-    args = ["reproduce", "fig1", "fig1-dist", "--out", str(tmp_path), "--jobs", "2",
+def test_tiny_fig1_and_noisy_bn_end_to_end_and_rerun_skips(tmp_path):
+    args = ["reproduce", "fig1", "fig1-dist", "noisy-bn", "--out", str(tmp_path), "--jobs", "2",
             "steps=40", "log_every=10", "eval_every=10", "seed=0", "data.source=bundled"]  # fmt: skip
     first = bnexp(*args)
     assert first.returncode == 0, first.stdout + first.stderr
-    for name, figure in (("fig1", "fig1"), ("fig1-dist", "fig1_dist")):
+    for name, figure in (("fig1", "fig1"), ("fig1-dist", "fig1_dist"), ("noisy-bn", "noisy_bn")):
         report = (tmp_path / name / "REPORT.md").read_text()
         assert "| claim | published | criterion | ours | verdict |" in report
         assert "bnexp reproduce " + name in report
@@ -192,4 +192,5 @@ def test_tiny_fig1_end_to_end_and_rerun_skips(tmp_path):
     assert len(runs) == 2  # fig1-dist read fig1's runs instead of training its own
     second = bnexp(*args[:3], *args[3:])
     assert second.returncode == 0
-    assert second.stdout.count("skipped (already completed)") == 2
+    assert len(list((tmp_path / "runs" / "noisy-bn").glob("*/*/meta.json"))) == 3
+    assert second.stdout.count("skipped (already completed)") == 2 + 3

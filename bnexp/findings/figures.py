@@ -132,15 +132,7 @@ def fig1(ctx: FigureContext) -> Figure:
     plain, bn = _seed_curves(ctx, {"norm": "none"}), _seed_curves(ctx, {"norm": "batch"})
     _draw_mean_band(ax_a, plain, PLAIN_COLOR, "Without BN", linestyle="--")
     _draw_mean_band(ax_a, bn, BN_COLOR, "With BN")
-    if plain.empty and bn.empty:
-        style.no_data(ax_a)
-    else:
-        late = pd.concat([c.mean(axis=1) for c in (plain, bn) if not c.empty])
-        late = late[late.index >= 0.1 * late.index.max()]
-        low = max(0.0, float(late.min()) - 0.03) if not late.empty else 0.0
-        ax_a.set_ylim(min(low, 0.9), 1.0)
-        style.format_steps(ax_a)
-        ax_a.legend(loc="lower right")
+    _accuracy_axes(ax_a, [plain, bn])
     ax_a.set_title("(a) test accuracy")
     ax_a.set_xlabel("training steps")
     ax_a.set_ylabel("test accuracy")
@@ -166,6 +158,19 @@ def fig1(ctx: FigureContext) -> Figure:
         "MNIST, 3x100 sigmoid MLP: with and without batch normalization (cf. BN paper Fig. 1)",
         caption,
     )
+
+
+def _accuracy_axes(ax, curves: list[pd.DataFrame]) -> None:
+    """y from just below the lowest seed-mean accuracy after the first 10% of training to 1."""
+    if all(c.empty for c in curves):
+        style.no_data(ax)
+        return
+    late = pd.concat([c.mean(axis=1) for c in curves if not c.empty])
+    late = late[late.index >= 0.1 * late.index.max()]
+    low = max(0.0, float(late.min()) - 0.03) if not late.empty else 0.0
+    ax.set_ylim(min(low, 0.9), 1.0)
+    style.format_steps(ax)
+    ax.legend(loc="lower right")
 
 
 def _share_y(*axes) -> None:
@@ -712,6 +717,51 @@ def scale_invariance(ctx: FigureContext) -> Figure:
     return _finish(fig, "BN scale invariance on a real layer", caption)
 
 
+# --------------------------------------------------------------------------------------------
+# noisy-bn
+# --------------------------------------------------------------------------------------------
+
+NOISY_COLOR = style.COLORS[2]
+
+
+@style.styled
+def noisy_bn(ctx: FigureContext) -> Figure:
+    """Santurkar et al.'s Figure 2 on the Figure 1 network: (a) test accuracy of BN, noisy BN
+    and no BN; (b, c, d) the tracked last-layer unit's 15/50/85th percentiles for each."""
+    variants = (
+        ({"norm": "none"}, PLAIN_COLOR, "Without BN", "--"),
+        ({"norm": "batch"}, BN_COLOR, "With BN", "-"),
+        ({"norm": "noisy_batch"}, NOISY_COLOR, "With noisy BN", "-."),
+    )
+    fig, axes = style.new_figure(1, 4, panel_height=2.2)
+    ax_acc, unit_axes = axes[0][0], axes[0][1:]
+    curves = [_seed_curves(ctx, where) for where, *_ in variants]
+    for curve, (_, color, label, ls) in zip(curves, variants):
+        _draw_mean_band(ax_acc, curve, color, label, linestyle=ls)
+    _accuracy_axes(ax_acc, curves)
+    ax_acc.set_title("(a) test accuracy")
+    ax_acc.set_xlabel("training steps")
+    ax_acc.set_ylabel("test accuracy")
+    for ax, (where, color, label, _), letter in zip(unit_axes, variants, "bcd"):
+        run = _first_seed(_runs(ctx, where))
+        _percentile_panel(
+            ax, _layer_rows(ctx, run["run_id"]) if run is not None else pd.DataFrame(), color
+        )
+        ax.set_title(f"({letter}) {label.lower().replace('bn', 'BN')}")
+        ax.set_xlabel("training steps")
+    unit_axes[0].set_ylabel("input to a last-layer sigmoid")
+    _share_y(*unit_axes)
+    caption = [
+        "Noisy BN: every training step each unit's BN output is scaled by s ~ U(1, noise_scale) and "
+        "shifted by m ~ U(-noise_shift, noise_shift). (a) seed mean, band = min-max over seeds. "
+        "(b-d) percentiles of unit 0 of the last hidden layer on the probe batch, lowest seed.",
+        *ctx.caption,
+    ]
+    return _finish(
+        fig, "BN with noise that makes layer inputs unstable still trains (cf. Santurkar et al. 2018, Fig. 2)", caption
+    )
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -722,4 +772,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "batch_size": batch_size,
     "running_stats": running_stats,
     "scale_invariance": scale_invariance,
+    "noisy_bn": noisy_bn,
 }
