@@ -54,6 +54,7 @@ RUN_PLOT_TITLES: dict[str, str] = {
     "pre_bands": "Input to the nonlinearity over training",
     "act_range": "Activation range over training",
     "unit_percentiles": "One unit's input over training (BN paper Fig. 1b,c)",
+    "norm_params": "The norm's gamma and beta over training",
 }
 RUN_PLOT_NAMES: tuple[str, ...] = tuple(RUN_PLOT_TITLES)
 
@@ -607,6 +608,35 @@ def plot_unit_percentiles(
     )  # fmt: skip
 
 
+@style.styled
+def plot_norm_params(
+    layers: pd.DataFrame,
+    *,
+    diverged_at_step: float | None = None,
+    title: str = RUN_PLOT_TITLES["norm_params"],
+    caption: Sequence[str] = (),
+) -> Figure:
+    """One panel per layer: mean of gamma (scale) and beta (shift) over the layer's units,
+    with a band of +-1 std across units. At initialisation gamma = 1, beta = 0; where they
+    move is what the network uses them for (e.g. to push a sigmoid out of its linear part)."""
+    series = (("gamma", style.COLORS[0], "γ (scale)"), ("beta", style.COLORS[1], "β (shift)"))
+
+    def draw(ax: Axes, rows: pd.DataFrame) -> None:
+        marker = marker_for(len(rows))
+        for name, color, _ in series:
+            mean, spread = finite(rows[f"{name}_mean"]), finite(rows[f"{name}_std"])
+            ax.fill_between(rows["step"], mean - spread, mean + spread, color=color, alpha=0.2,
+                            linewidth=0)  # fmt: skip
+            ax.plot(rows["step"], mean, color=color, marker=marker)
+
+    handles = [Line2D([], [], color=color, label=f"{label}: mean over units") for _, color, label in series]
+    handles.append(Patch(color=style.MUTED, alpha=0.3, label="± 1 std over units"))
+    return per_layer_figure(
+        layers, draw, handles=handles, ylabel="parameter value",
+        diverged_at_step=diverged_at_step, title=title, caption=caption,
+    )  # fmt: skip
+
+
 def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:
     """The paper's Fig. 1b,c: median solid, 15th and 85th percentiles thin, band between."""
     marker = marker_for(len(rows))
@@ -628,7 +658,8 @@ def percentile_legend_handles(color: Any) -> list[Any]:
 def save_run_plots(run_dir: Path) -> list[Path]:
     """Write a run's own figures as PNGs into `<run_dir>/plots/` and return their paths.
 
-    Figures whose data the run does not have (no metrics yet, no layer rows) are skipped.
+    Figures whose data the run does not have (no metrics yet, no layer rows, no gamma/beta)
+    are skipped.
     """
     run = load_run(run_dir)
     diverged_at = run.diverged_at_step
@@ -641,8 +672,11 @@ def save_run_plots(run_dir: Path) -> list[Path]:
             ("pre_bands", plot_pre_bands),
             ("act_range", plot_act_range),
             ("unit_percentiles", plot_unit_percentiles),
+            ("norm_params", plot_norm_params),
         ):
             builders[name] = partial(plot, run.layers, diverged_at_step=diverged_at)
+        if finite(run.layers["gamma_mean"]).isna().all():  # no norm, or affine=false
+            del builders["norm_params"]
     caption = run_caption(run)
     written: list[Path] = []
     for name, build in builders.items():

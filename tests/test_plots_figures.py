@@ -325,12 +325,27 @@ def test_empty_directory_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_save_run_plots_writes_every_png(tmp_path: Path) -> None:
-    run_dir = write_run(tmp_path / "run", norm="none", depth=4, status="diverged", diverged_at=600)
+    run_dir = write_run(tmp_path / "run", norm="batch", depth=4, status="diverged", diverged_at=600)
     written = plots.save_run_plots(run_dir)
     assert sorted(p.name for p in written) == sorted(f"{n}.png" for n in plots.RUN_PLOT_NAMES)
     for path in written:
         assert path.parent == run_dir / "plots"
         assert_valid_png(path)
+
+
+def test_a_run_without_gamma_and_beta_gets_no_norm_parameter_figure(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "run", norm="none", depth=3)
+    names = {p.stem for p in plots.save_run_plots(run_dir)}
+    assert names == set(plots.RUN_PLOT_NAMES) - {"norm_params"}
+
+
+def test_norm_parameter_figure_draws_gamma_and_beta_per_layer(tmp_path: Path) -> None:
+    run = plots.load_run(write_run(tmp_path / "run", norm="batch", depth=3))
+    fig = plots.plot_norm_params(run.layers)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
+    assert len(panels) == 3
+    gamma_line, beta_line = panels[0].lines[:2]
+    assert np.allclose(gamma_line.get_ydata(), 1.0) and np.allclose(beta_line.get_ydata(), 0.0)
 
 
 def only_the_first_logged_step(run_dir: Path) -> None:
