@@ -757,6 +757,41 @@ def _variant_cap_note(sweep: Sweep, cap: int) -> list[str]:
     return [f"{cap} of {len(sweep.variants)} variants are shown; the others are in runs.csv"]
 
 
+@style.styled
+def plot_norm_params_by_layer(
+    sweep: Sweep, layers: pd.DataFrame, *, title: str = "", caption: Sequence[str] = ()
+) -> Figure:
+    """At each run's last logged step, per layer: mean gamma (left) and mean beta (right) over
+    the layer's units, one line per variant that has them (mean over seeds). Gamma = 1 and
+    beta = 0 at initialisation; the distance from there is what the network made of them."""
+    fig, axes = style.new_figure(1, 2, panel_height=2.4, sharex=True)
+    gamma_ax, beta_ax = axes[0]
+    final = _last_step_rows(layers).merge(sweep.runs[["run_dir", "variant"]], on="run_dir")
+    handles: dict[str, Line2D] = {}
+    for label, runs in _group_by_keys(sweep.runs, sweep.keys):
+        look = sweep.style_for(runs.iloc[0], sweep.keys)
+        rows = final[final["run_dir"].isin(runs["run_dir"])]
+        by_layer = rows.groupby("layer")[["gamma_mean", "beta_mean"]].mean().dropna()
+        if by_layer.empty:
+            continue  # no norm, or affine=false: nothing to draw
+        for ax, column in ((gamma_ax, "gamma_mean"), (beta_ax, "beta_mean")):
+            ax.plot(by_layer.index, by_layer[column], color=look["color"], linestyle=look["linestyle"],
+                    marker=look["marker"], markersize=3)  # fmt: skip
+        handles[label] = Line2D([], [], color=look["color"], linestyle=look["linestyle"],
+                                marker=look["marker"], markersize=3, label=label)  # fmt: skip
+    for ax, reference, ylabel in ((gamma_ax, 1.0, "γ: mean over units"), (beta_ax, 0.0, "β: mean over units")):
+        ax.axhline(reference, color=style.MUTED, linewidth=0.8, linestyle=":")
+        ax.set_xlabel("hidden layer (1 = nearest the input)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    style.add_legend_below(fig, list(handles.values()))
+    return plots.decorate(fig, title, caption)
+
+
+def _has_norm_params(layers: pd.DataFrame) -> bool:
+    return "gamma_mean" in layers and plots.finite(layers["gamma_mean"]).notna().any()
+
+
 def _last_step_rows(layers: pd.DataFrame) -> pd.DataFrame:
     """Every run's rows at its own last logged step (a diverged run: just before it stopped)."""
     last = layers.groupby("run_dir")["step"].transform("max")
@@ -1101,6 +1136,11 @@ def figure_specs(sweep: Sweep, layers: pd.DataFrame, metrics: pd.DataFrame) -> l
                    "Final test accuracy of each variant: dots are seeds, diamonds the mean with its 95% t-interval.",
                    lambda **kw: plot_final_accuracy_by_variant(sweep, **kw)),
     ]  # fmt: skip
+    if _has_norm_params(layers):
+        specs.append(FigureSpec(
+            "norm_params_by_layer", "The norm's gamma and beta per layer",
+            "At each run's last logged step: mean gamma (scale) and beta (shift) of each layer's norm, mean over seeds; dotted = their initial values. Variants without gamma/beta are absent.",
+            lambda **kw: plot_norm_params_by_layer(sweep, layers, **kw)))  # fmt: skip
     for key in sweep.keys:
         if is_numeric_key(sweep.values[key]):
             specs.append(FigureSpec(

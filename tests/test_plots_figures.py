@@ -209,7 +209,7 @@ def test_figures_from_a_sweep(sweep: Path, tmp_path: Path, capsys: pytest.Captur
     assert figures.main([str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr()
 
-    for stem in figures.FIGURE_NAMES + ("final_acc_vs_depth",):
+    for stem in figures.FIGURE_NAMES + ("final_acc_vs_depth", "norm_params_by_layer"):
         assert_valid_png(out / f"{stem}.png")
         assert_valid_pdf(out / f"{stem}.pdf")
 
@@ -254,6 +254,18 @@ def test_find_runs_accepts_runs_sweeps_and_parents(sweep: Path, tmp_path: Path) 
     assert figures.find_runs([other]) == [other]
     assert len(figures.find_runs([tmp_path])) == 10
     assert len(figures.find_runs([sweep, sweep / "0"])) == 9  # no duplicates
+
+
+def test_norm_parameter_figure_only_for_sweeps_with_gamma_and_beta(tmp_path: Path) -> None:
+    for norm in ("batch", "none"):
+        for seed in (0, 1):
+            write_run(tmp_path / norm / str(seed), norm=norm, depth=3, seed=seed)
+    names = {}
+    for subset in ("batch", "none"):
+        runs, layers, metrics, _ = figures.collect(figures.find_runs([tmp_path / subset]))
+        sweep = figures.build_sweep(runs, figures.varying_keys(runs))
+        names[subset] = {spec.name for spec in figures.figure_specs(sweep, layers, metrics)}
+    assert "norm_params_by_layer" in names["batch"] and "norm_params_by_layer" not in names["none"]
 
 
 def test_numeric_axes_and_three_keys(tmp_path: Path) -> None:
