@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -40,7 +41,7 @@ class ModelName(Enum):
 
 class NormName(Enum):
     batch = "batch"
-    noisy_batch = "noisy_batch"
+    noisy = "noisy"
     layer = "layer"
     group = "group"
     none = "none"
@@ -93,7 +94,7 @@ class NormConfig:
     momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
     eps: float = 1e-5
     groups: int | None = None  # GroupNorm groups; None = largest divisor of the channels <= 32
-    # noisy_batch only: each step, per unit, s * BN(x) + m with m ~ U(-noise_shift, noise_shift)
+    # noisy only: each step, per unit, s * BN(x) + m with m ~ U(-noise_shift, noise_shift)
     # and s ~ U(1, noise_scale) (Santurkar et al. 2018), in the units of BN's output.
     noise_shift: float = 1.0
     noise_scale: float = 2.0
@@ -167,6 +168,15 @@ def validate(cfg: Config) -> None:
             raise UserError(
                 f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
             )
+    numbers = {
+        "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
+        "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
+        "norm.momentum": cfg.norm.momentum, "norm.eps": cfg.norm.eps,
+        "norm.noise_shift": cfg.norm.noise_shift, "norm.noise_scale": cfg.norm.noise_scale,
+    }  # fmt: skip
+    for key, value in numbers.items():
+        if not math.isfinite(value):  # nan/inf pass every comparison below unnoticed
+            raise UserError(f"{key}={value} is not allowed: it must be a finite number.")
     if cfg.optim.lr <= 0:
         raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
     if cfg.init_std <= 0:
@@ -182,7 +192,7 @@ def validate(cfg: Config) -> None:
             f"norm.noise_scale={cfg.norm.noise_scale} is not allowed: it must be >= 1 "
             "(scales are drawn from U(1, noise_scale))."
         )
-    if cfg.norm.name in (NormName.batch, NormName.noisy_batch) and cfg.batch_size < 2:
+    if cfg.norm.name in (NormName.batch, NormName.noisy) and cfg.batch_size < 2:
         raise UserError(
             f"batch_size={cfg.batch_size} is not allowed with norm={cfg.norm.name.value}: batch normalization "
             "needs at least 2 samples per batch to compute a variance. Use batch_size>=2, or "
@@ -212,10 +222,14 @@ def to_container(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    """Identifies a run's configuration; keys that cannot change the numbers are left out."""
+    """Identifies a run's configuration; keys that cannot change the numbers are left out
+    (so that adding a key for one norm does not make every other finished run look new)."""
     plain = to_container(cfg)
     for key in ("plots",):
         plain.pop(key, None)
+    if plain.get("norm", {}).get("name") != NormName.noisy.value:
+        for key in ("noise_shift", "noise_scale"):
+            plain["norm"].pop(key, None)
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -115,7 +115,7 @@ def make_norm(
     if name == "batch":
         cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
         return cls(channels, eps=eps, momentum=momentum, affine=affine)
-    if name == "noisy_batch":
+    if name == "noisy":
         cls = NoisyBatchNorm2d if spatial else NoisyBatchNorm1d
         return cls(
             channels, eps=eps, momentum=momentum, affine=affine,
@@ -133,4 +133,4 @@ def make_norm(
                 f"({channels}). Choose a divisor of {channels}, or norm.groups=null for min(32, channels)."
             )
         return nn.GroupNorm(groups, channels, eps=eps, affine=affine)
-    raise UserError(f"norm={name} is not known: choose one of batch, noisy_batch, layer, group, none.")
+    raise UserError(f"norm={name} is not known: choose one of batch, noisy, layer, group, none.")

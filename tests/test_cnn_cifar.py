@@ -43,7 +43,7 @@ from synthetic_data import (
 )
 
 CIFAR_SHAPE, MNIST_SHAPE = (3, 32, 32), (1, 28, 28)
-NORMS, ACTS = ("batch", "noisy_batch", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")
+NORMS, ACTS = ("batch", "noisy", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")
 
 
 def make_config(*overrides: str) -> Config:
@@ -325,7 +325,7 @@ def check_blocks(model, in_channels, depth, width, norm, placement, affine, wher
     channels = block_channels(depth, width)
     expected_norm = {
         "batch": nn.BatchNorm2d,
-        "noisy_batch": NoisyBatchNorm2d,
+        "noisy": NoisyBatchNorm2d,
         "group": nn.GroupNorm,
         "layer": ChannelLayerNorm,
         "none": nn.Identity,

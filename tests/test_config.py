@@ -36,7 +36,7 @@ def test_headline_overrides_compose():
 @pytest.mark.parametrize(
     ("override", "must_mention"),
     [
-        ("norm=foo", ["norm=foo", "batch", "noisy_batch", "group", "layer", "none"]),
+        ("norm=foo", ["norm=foo", "batch", "noisy", "group", "layer", "none"]),
         ("act=foo", ["act=foo", "sigmoid", "relu", "tanh", "identity"]),
         ("placement=middle", ["placement=middle", "pre", "post"]),
         ("depth=abc", ["depth=abc", "integer"]),
@@ -67,9 +67,12 @@ def test_good_overrides_and_sweeps_pass_the_check():
         ({"width": 0}, ["width=0"]),
         ({"steps": 0}, ["steps=0"]),
         ({"norm.name": "batch", "batch_size": 1}, ["batch_size=1", "norm=batch", "norm=group"]),
-        ({"norm.name": "noisy_batch", "batch_size": 1}, ["batch_size=1", "norm=noisy_batch"]),
+        ({"norm.name": "noisy", "batch_size": 1}, ["batch_size=1", "norm=noisy"]),
         ({"norm.noise_scale": 0.5}, ["norm.noise_scale=0.5", ">= 1"]),
         ({"norm.noise_shift": -1.0}, ["norm.noise_shift=-1.0", ">= 0"]),
+        ({"norm.noise_scale": float("inf")}, ["norm.noise_scale=inf", "finite"]),
+        ({"optim.lr": float("nan")}, ["optim.lr=nan", "finite"]),
+        ({"norm.eps": float("inf")}, ["norm.eps=inf", "finite"]),
         ({"optim.lr": -0.1}, ["optim.lr=-0.1"]),
         ({"track_unit": 100}, ["track_unit=100", "[0, 99]"]),
         ({"log_every": 0}, ["log_every=0"]),
@@ -134,3 +137,10 @@ def test_run_directory_names_are_safe_and_unique():
     assert "/" not in slug("hydra/launcher=joblib,data.root=/tmp/x")
     long_a, long_b = "x=" + "a" * 200 + ",seed=0", "x=" + "a" * 200 + ",seed=1"
     assert slug(long_a) != slug(long_b) and len(slug(long_a)) <= 120
+
+
+def test_noise_keys_enter_the_config_hash_only_for_the_noisy_norm():
+    base, moved = make_config(), make_config(**{"norm.noise_shift": 0.5})
+    assert config_hash(base) == config_hash(moved)  # norm=batch: the noise cannot matter
+    noisy = make_config(**{"norm.name": "noisy"})
+    assert config_hash(noisy) != config_hash(make_config(**{"norm.name": "noisy", "norm.noise_shift": 0.5}))

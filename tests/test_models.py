@@ -15,7 +15,7 @@ from bnexp.models import build_mlp, build_model, hidden_blocks, initialize
 from conftest import make_config
 
 NORM_TYPES = {
-    "batch": nn.BatchNorm1d, "noisy_batch": NoisyBatchNorm1d, "layer": nn.LayerNorm,
+    "batch": nn.BatchNorm1d, "noisy": NoisyBatchNorm1d, "layer": nn.LayerNorm,
     "group": nn.GroupNorm, "none": nn.Identity,
 }  # fmt: skip
 ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
@@ -84,9 +84,9 @@ def test_build_model_from_config_is_seed_deterministic():
         assert torch.equal(pa, pb)
 
 
-def test_noisy_batch_norm_moves_each_unit_at_random_every_training_step():
+def test_noisy_norm_moves_each_unit_at_random_every_training_step():
     torch.manual_seed(0)
-    norm = make_norm("noisy_batch", 50, spatial=False, affine=True, noise_shift=1.0, noise_scale=3.0)
+    norm = make_norm("noisy", 50, spatial=False, affine=True, noise_shift=1.0, noise_scale=3.0)
     x = torch.randn(400, 50) * 4 + 7
     clean = nn.functional.batch_norm(x, None, None, training=True)  # BN's output, gamma=1 beta=0
     first, second = norm(x), norm(x)  # two training steps (autograd on)
@@ -104,10 +104,10 @@ def test_noisy_batch_norm_moves_each_unit_at_random_every_training_step():
     assert torch.allclose(norm(x), expected, atol=1e-5)
 
 
-def test_noisy_batch_norm_is_seeded_and_exists_for_feature_maps():
+def test_noisy_norm_is_seeded_and_exists_for_feature_maps():
     def outputs(seed):
         torch.manual_seed(seed)
-        norm = make_norm("noisy_batch", 4, spatial=True, affine=False, noise_shift=0.5, noise_scale=2.0)
+        norm = make_norm("noisy", 4, spatial=True, affine=False, noise_shift=0.5, noise_scale=2.0)
         assert isinstance(norm, NoisyBatchNorm2d)
         return norm(torch.arange(2 * 4 * 3 * 3, dtype=torch.float32).view(2, 4, 3, 3))
 

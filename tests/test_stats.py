@@ -48,6 +48,11 @@ def test_std_is_the_sample_standard_deviation():
     assert torch.allclose(std(values, 1), values.double().std(1).float(), rtol=1e-5)
     assert std(values).item() == pytest.approx(values.double().std().item(), rel=1e-5)
     assert math.isnan(std(torch.tensor([3.0])).item())  # one value has no sample std
+    # The whole float32 range: a deep sigmoid net's first-layer gradients reach ~1e-25, whose
+    # squares underflow in float32; large values must not overflow either.
+    for scale in (1e-25, 1e20):
+        extreme = torch.tensor([1.0, -2.0, 3.0, 0.5]) * scale
+        assert std(extreme).item() == pytest.approx(extreme.double().std().item(), rel=1e-5)
 
 
 def test_percentiles_of_large_tensors_use_a_fixed_subsample():
@@ -79,6 +84,14 @@ def test_unit_values_takes_one_column_or_channel():
     cnn = torch.zeros(2, 3, 2, 2)
     cnn[:, 2] = 7
     assert unit_values(cnn, 2).unique().tolist() == [7.0]
+
+
+def test_weight_gradient_norm_of_vanishing_gradients_is_not_zero():
+    weight = nn.Parameter(torch.randn(4, 3))
+    weight.grad = torch.full((4, 3), 2e-25)
+    mean_abs, norm, _ = weight_gradient_stats([weight])[0].tolist()
+    assert mean_abs == pytest.approx(2e-25, rel=1e-5)
+    assert norm == pytest.approx(2e-25 * math.sqrt(12), rel=1e-5)  # float32 squares would give 0
 
 
 def test_weight_gradient_and_update_ratio():

@@ -731,7 +731,7 @@ def noisy_bn(ctx: FigureContext) -> Figure:
     variants = (
         ({"norm": "none"}, PLAIN_COLOR, "Without BN", "--"),
         ({"norm": "batch"}, BN_COLOR, "With BN", "-"),
-        ({"norm": "noisy_batch"}, NOISY_COLOR, "With noisy BN", "-."),
+        ({"norm": "noisy"}, NOISY_COLOR, "With noisy BN", "-."),
     )
     fig, axes = style.new_figure(1, 4, panel_height=2.2)
     ax_acc, unit_axes = axes[0][0], axes[0][1:]

@@ -80,8 +80,13 @@ def _batch_stat_forward(module: nn.modules.batchnorm._BatchNorm) -> Callable[[Te
 
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[None]:
-    """Inside: every BatchNorm layer normalizes with the current batch's statistics."""
+    """Inside: every BatchNorm layer normalizes with the current batch's statistics.
+
+    Plain BatchNorm only: patching the noisy subclass's forward would silently drop its noise.
+    """
     patched = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if any(type(m) not in (nn.BatchNorm1d, nn.BatchNorm2d) for m in patched):
+        raise ValueError("batch_statistics needs torch's own BatchNorm layers (norm=batch)")
     for module in patched:
         module.forward = _batch_stat_forward(module)
     try:
@@ -184,7 +189,8 @@ def scale_invariance(configs: list[Config]) -> ProcedureResult:
     blocks = hidden_blocks(model)
     index = 1 if len(blocks) > 1 else 0
     block = blocks[index]
-    if not isinstance(block.norm, nn.BatchNorm1d) or block.placement != "pre":
+    # Exactly BatchNorm1d: the noisy subclass redraws its noise on every pass with autograd.
+    if type(block.norm) is not nn.BatchNorm1d or block.placement != "pre":
         raise ValueError("scale-invariance needs an MLP with norm=batch placement=pre")
     layer_eps = float(block.norm.eps)
 
