@@ -29,6 +29,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bnexp import style
+from bnexp.describe import (  # noqa: F401 - part of this module's interface too
+    GROUP_KEYS,
+    SUMMARY_FIELDS,
+    config_summary,
+    flatten_config,
+    format_value,
+    is_missing,
+)
 
 METRICS_COLUMNS: tuple[str, ...] = (
     "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s",
@@ -43,7 +51,6 @@ LAYERS_COLUMNS: tuple[str, ...] = (
 
 # Config groups whose choice Hydra stores as `<group>.name`; users type `norm=batch`, so that
 # is how the choice is shown and keyed everywhere (`norm`, not `norm.name`).
-GROUP_KEYS: tuple[str, ...] = ("data", "model", "norm", "optim")
 BUNDLED_SOURCE = "bundled-mnist5k"
 BUNDLED_TEXT = "bundled MNIST subset (5,000 digits)"
 
@@ -146,25 +153,6 @@ def read_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
     return meta, []
 
 
-def flatten_config(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'norm': {'name': 'batch', 'eps': 1e-5}, 'depth': 3} -> {'norm': 'batch',
-    'norm.eps': 1e-5, 'depth': 3}: dotted keys, group choices under the group's own name."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, prefix=f"{dotted}."))
-        elif isinstance(value, list | tuple):
-            flat[dotted] = str(list(value))  # hashable, so it can be compared across runs
-        else:
-            flat[dotted] = value
-    if not prefix:
-        for group in GROUP_KEYS:
-            if f"{group}.name" in flat:
-                flat[group] = flat.pop(f"{group}.name")
-    return flat
-
-
 def read_config(run_dir: Path, meta: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The run's resolved config, flattened: `.hydra/config.yaml`, else meta.json's copy."""
     hydra_config = run_dir / ".hydra" / "config.yaml"
@@ -204,64 +192,6 @@ def load_run(run_dir: str | Path) -> Run:
 # --------------------------------------------------------------------------------------------
 
 # (flat config key, how it is written in a summary); the order is the order of a sentence.
-SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
-    ("data", "{}"),
-    ("model", "{}"),
-    ("depth", "depth={}"),
-    ("width", "width={}"),
-    ("act", "act={}"),
-    ("norm", "norm={}"),
-    ("placement", "placement={}"),
-    ("affine", "affine={}"),
-    ("init", "init={}"),
-    ("batch_size", "bs={}"),
-    ("optim", "{}"),
-    ("optim.lr", "lr={}"),
-    ("steps", "steps={}"),
-)
-
-
-def format_value(value: Any) -> str:
-    """A config value as a user would type it: 0.1, 1e-05, True, batch."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "null"
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, float | np.floating):
-        return f"{float(value):g}"
-    if isinstance(value, np.integer):
-        return str(int(value))
-    return str(value)
-
-
-def config_summary(
-    config: Mapping[str, Any], varying: Mapping[str, Sequence[Any]] | None = None
-) -> str:
-    """'mnist mlp depth=10 width=100 act=sigmoid norm=batch ... bs=60 sgd lr=0.1 steps=5000'.
-
-    Keys in `varying` are written with the set of values they take, e.g. `norm={batch,none}`,
-    so one line describes a whole sweep.
-    """
-    varying = varying or {}
-    parts = []
-    for key, template in SUMMARY_FIELDS:
-        if key in varying:
-            values = ",".join(format_value(v) for v in varying[key])
-            parts.append(template.format("{" + values + "}"))
-            continue
-        if key not in config or is_missing(config[key]):
-            continue
-        text = format_value(config[key])
-        if key == "init" and text == "default":
-            continue  # PyTorch's default init is what nobody needs to be told
-        if key == "init" and text == "gaussian" and "init_std" in config:
-            text += f"(std={format_value(config['init_std'])})"
-        if key == "data" and config.get("data.binarize") is True:
-            text += "(binary)"
-        parts.append(template.format(text))
-    return " ".join(parts)
-
-
 def data_source_text(meta: Mapping[str, Any], dataset: Any = None) -> str:
     """Where the images came from, loud when it is the 5,000-digit fallback."""
     name = str(dataset).upper() if dataset and not is_missing(dataset) else "dataset"
@@ -389,11 +319,6 @@ def _as_float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def is_missing(value: Any) -> bool:
-    """None or NaN: an empty cell or a null config value."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _sizes_text(train_size: Any, test_size: Any) -> str:

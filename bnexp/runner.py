@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from bnexp.config import Config, UserError, config_hash, to_container, validate
 from bnexp.data import BUNDLED_SOURCE, load_data
+from bnexp.describe import config_summary, flatten_config
 from bnexp.records import RunRecord, environment, read_meta
 from bnexp.train import train
 
@@ -124,7 +125,8 @@ def execute(
         )
     if config.plots:
         draw_plots(run_dir)
-    log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, config_summary(config),
+    summary = config_summary(flatten_config(to_container(config)))  # as the figures' captions
+    log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, summary,
              outcome.wall_seconds, outcome.steps_per_second, run_dir)  # fmt: skip
     return outcome.status
 
@@ -160,14 +162,6 @@ def draw_plots(run_dir: Path) -> None:
         save_run_plots(run_dir)
     except Exception as error:  # noqa: BLE001 - the run's numbers are already safe on disk
         log.warning("Could not draw the run's figures: %s: %s", type(error).__name__, error)
-
-
-def config_summary(cfg: Config) -> str:
-    return (
-        f"{cfg.model.name.value} depth={cfg.depth} width={cfg.width} act={cfg.act.value} "
-        f"norm={cfg.norm.name.value} placement={cfg.placement.value} affine={cfg.affine} "
-        f"bs={cfg.batch_size} lr={cfg.optim.lr:g}"
-    )
 
 
 def default_threads(parallel_jobs: int = 1) -> int:
