@@ -788,10 +788,6 @@ def plot_norm_params_by_layer(
     return plots.decorate(fig, title, caption)
 
 
-def _has_norm_params(layers: pd.DataFrame) -> bool:
-    return "gamma_mean" in layers and plots.finite(layers["gamma_mean"]).notna().any()
-
-
 def _last_step_rows(layers: pd.DataFrame) -> pd.DataFrame:
     """Every run's rows at its own last logged step (a diverged run: just before it stopped)."""
     last = layers.groupby("run_dir")["step"].transform("max")
@@ -1136,7 +1132,7 @@ def figure_specs(sweep: Sweep, layers: pd.DataFrame, metrics: pd.DataFrame) -> l
                    "Final test accuracy of each variant: dots are seeds, diamonds the mean with its 95% t-interval.",
                    lambda **kw: plot_final_accuracy_by_variant(sweep, **kw)),
     ]  # fmt: skip
-    if _has_norm_params(layers):
+    if plots.has_norm_params(layers):
         specs.append(FigureSpec(
             "norm_params_by_layer", "The norm's gamma and beta per layer",
             "At each run's last logged step: mean gamma (scale) and beta (shift) of each layer's norm, mean over seeds; dotted = their initial values. Variants without gamma/beta are absent.",

@@ -59,7 +59,8 @@ class _NoisyAfter:
     deterministic and do not depend on how often they log.
     """
 
-    def _init_noise(self, noise_shift: float, noise_scale: float) -> None:
+    def __init__(self, channels: int, *, noise_shift: float, noise_scale: float, **norm_options):
+        super().__init__(channels, **norm_options)  # the BatchNorm class it is mixed into
         self.noise_shift, self.noise_scale = noise_shift, noise_scale
         self._scale: torch.Tensor | None = None
         self._shift: torch.Tensor | None = None
@@ -80,15 +81,11 @@ class _NoisyAfter:
 
 
 class NoisyBatchNorm1d(_NoisyAfter, nn.BatchNorm1d):
-    def __init__(self, channels: int, *, noise_shift: float, noise_scale: float, **kwargs):
-        super().__init__(channels, **kwargs)
-        self._init_noise(noise_shift, noise_scale)
+    """Noisy BN over (N, C) features."""
 
 
 class NoisyBatchNorm2d(_NoisyAfter, nn.BatchNorm2d):
-    def __init__(self, channels: int, *, noise_shift: float, noise_scale: float, **kwargs):
-        super().__init__(channels, **kwargs)
-        self._init_noise(noise_shift, noise_scale)
+    """Noisy BN over (N, C, H, W) feature maps, noise per channel."""
 
 
 def default_groups(channels: int) -> int:

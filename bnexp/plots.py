@@ -562,6 +562,11 @@ def plot_norm_params(
     )  # fmt: skip
 
 
+def has_norm_params(layers: pd.DataFrame) -> bool:
+    """Whether any logged layer has a gamma (not so without a norm, or with affine=false)."""
+    return "gamma_mean" in layers and finite(layers["gamma_mean"]).notna().any()
+
+
 def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:
     """The paper's Fig. 1b,c: median solid, 15th and 85th percentiles thin, band between."""
     marker = marker_for(len(rows))
@@ -600,7 +605,7 @@ def save_run_plots(run_dir: Path) -> list[Path]:
             ("norm_params", plot_norm_params),
         ):
             builders[name] = partial(plot, run.layers, diverged_at_step=diverged_at)
-        if finite(run.layers["gamma_mean"]).isna().all():  # no norm, or affine=false
+        if not has_norm_params(run.layers):
             del builders["norm_params"]
     caption = run_caption(run)
     written: list[Path] = []
