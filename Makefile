@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: every finding of DESIGN.md section 7 at quick scale, offline on the bundled
+# The main job: every finding of docs/design.md §7 at quick scale, offline on the bundled
 # MNIST subset; report and figures in results/reference (the committed reference results).
 demo: $(STAMP)
 	$(BIN)/bnexp reproduce all scale=quick --out results/reference

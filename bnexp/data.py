@@ -1,7 +1,7 @@
 """Datasets held in memory as tensors; batches are index slices of a seeded permutation.
 
 Why not a DataLoader: per-sample transforms cost 4-6x more than a small MLP's own step on this
-machine (DESIGN.md section 6). The pixels are kept as read (uint8) and once more as standardised
+machine (docs/design.md §6). The pixels are kept as read (uint8) and once more as standardised
 float32, the network's input (MNIST train 188 MB, CIFAR-10 614 MB), because gathering a float32
 batch costs a tenth of gathering uint8 and converting it per batch (4.5 vs 51 µs for 60 MNIST
 images on one thread: 6% of a 3×100 MLP's training step).

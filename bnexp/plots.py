@@ -1,6 +1,6 @@
 """Per-run figures, and the reader of a run directory that `bnexp figures` shares.
 
-Every `plot_*` function is pure: a DataFrame with the columns of DESIGN.md section 5 goes in,
+Every `plot_*` function is pure: a DataFrame with the columns of docs/design.md §5 goes in,
 a matplotlib Figure comes out; no file is touched. `save_run_plots(run_dir)` is the one
 function with I/O: it reads `metrics.csv`, `layers.csv` and `meta.json` and writes PNGs to
 `<run_dir>/plots/`.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# The layers.csv statistics, in contract order (DESIGN.md section 5); `step, layer` come first.
+# The layers.csv statistics, in contract order (docs/design.md §5); `step, layer` come first.
 LAYER_STATS = [
     "grad_w_mean_abs", "grad_w_norm", "grad_w_ratio", "update_ratio", "grad_act_mean_abs",
     "pre_mean", "pre_std", "pre_min", "pre_max", "pre_p15", "pre_p50", "pre_p85",

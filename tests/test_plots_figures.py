@@ -1,6 +1,6 @@
 """Figures from synthetic run directories: no training, no data set, a few seconds.
 
-The runs are written exactly as DESIGN.md section 5 says a run directory looks (Hydra's
+The runs are written exactly as docs/design.md §5 says a run directory looks (Hydra's
 `.hydra/config.yaml`, `meta.json`, `metrics.csv`, `layers.csv` with the contract's columns),
 including the awkward cases: a diverged run, a failed run, a run whose last CSV line was cut.
 """

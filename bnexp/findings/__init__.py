@@ -158,7 +158,7 @@ def load_findings(directory: Path | None = None) -> dict[str, Finding]:
     return dict(sorted(findings.items(), key=lambda item: ORDER.get(item[0], len(ORDER))))
 
 
-# The order of DESIGN.md section 7; findings a user adds come after, alphabetically.
+# The order of docs/design.md §7; findings a user adds come after, alphabetically.
 ORDER = {
     name: i
     for i, name in enumerate(
