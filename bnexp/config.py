@@ -25,6 +25,7 @@ class UserError(Exception):
 # lists the valid names in its message.
 class DatasetName(Enum):
     mnist = "mnist"
+    fashion_mnist = "fashion_mnist"  # full size only (bnexp/fashion.py)
     cifar10 = "cifar10"
 
 

