@@ -95,3 +95,15 @@ def config_summary(
             text += "(binary)"
         parts.append(template.format(text))
     return " ".join(parts)
+
+
+DATASET_TITLES: dict[str, str] = {
+    "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+}  # fmt: skip
+
+
+def dataset_title(name: Any) -> str:
+    """How a dataset (`data=` choice) is named in captions: fashion_mnist -> 'Fashion-MNIST'."""
+    if name is None or is_missing(name) or str(name) == "":
+        return "dataset"
+    return DATASET_TITLES.get(str(name), str(name))

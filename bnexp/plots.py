@@ -33,6 +33,7 @@ from bnexp.describe import (  # noqa: F401 - part of this module's interface too
     GROUP_KEYS,
     SUMMARY_FIELDS,
     config_summary,
+    dataset_title,
     flatten_config,
     format_value,
     is_missing,
@@ -193,17 +194,17 @@ def load_run(run_dir: str | Path) -> Run:
 
 # (flat config key, how it is written in a summary); the order is the order of a sentence.
 def data_source_text(meta: Mapping[str, Any], dataset: Any = None) -> str:
-    """Where the images came from, loud when it is the 5,000-digit fallback."""
-    name = str(dataset).upper() if dataset and not is_missing(dataset) else "dataset"
-    if name == "CIFAR10":
-        name = "CIFAR-10"
+    """Which dataset, where its files came from, loud when it is the 5,000-digit fallback."""
+    name = dataset_title(dataset)
     sizes = _sizes_text(meta.get("train_size"), meta.get("test_size"))
     source = meta.get("data_source")
     if source == BUNDLED_SOURCE:
         split = f", split {sizes}" if sizes else ""
         return f"data: {BUNDLED_TEXT}{split}; not the full MNIST, so expect other numbers than the papers"
     if source:
-        return f"data: full {name} via {source}" + (f" ({sizes})" if sizes else "")
+        return f"data: {name}" + (f" ({sizes})" if sizes else "") + f", source: {source}"
+    if name != "dataset":
+        return f"data: {name}, source unknown (no meta.json)"
     return "data source: unknown (no meta.json)"
 
 

@@ -51,6 +51,7 @@ from bnexp.claims import (
     results_frame,
 )
 from bnexp.config import Config, UserError
+from bnexp.describe import dataset_title
 from bnexp.findings import SCALES, Finding, load_findings
 
 DEFAULT_OUT = "results/reproduce"
@@ -570,14 +571,15 @@ class Reproducer:
             tables_dir.mkdir(parents=True, exist_ok=True)
             for name, table in result.tables.items():
                 table.to_csv(tables_dir / f"{name}.csv", index=False)
-            meta = {"data_source": result.data_source, "train_size": result.train_size, "test_size": result.test_size,
+            meta = {"data": configs[0].data.name.value if configs else None,
+                    "data_source": result.data_source, "train_size": result.train_size, "test_size": result.test_size,
                     "notes": result.notes, "tables": sorted(result.tables), "overrides": overrides,
                     "seconds": round(time.time() - began, 1)}  # fmt: skip
             meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         extra = {name: pd.read_csv(tables_dir / f"{name}.csv") for name in meta.get("tables", [])}
         tables = Tables.empty()
         tables.extra = extra
-        sources = [{"data_source": meta.get("data_source"), "train_size": meta.get("train_size"),
+        sources = [{"data": meta.get("data"), "data_source": meta.get("data_source"), "train_size": meta.get("train_size"),
                     "test_size": meta.get("test_size"), "data.source": None}]  # fmt: skip
         notes = list(meta.get("notes", []))
         return tables, sources, runs_text, notes, float(meta.get("seconds", 0.0))
@@ -630,7 +632,9 @@ def _torch_threads(jobs: int):
 def _sources_of_runs(runs: pd.DataFrame) -> list[dict[str, Any]]:
     if runs.empty or "data_source" not in runs:
         return []
-    columns = [c for c in ("data_source", "train_size", "test_size", "data.source") if c in runs]
+    columns = [
+        c for c in ("data", "data_source", "train_size", "test_size", "data.source") if c in runs
+    ]
     rows = runs[runs["data_source"].astype(str) != ""][columns].drop_duplicates()
     return rows.to_dict("records")
 
@@ -696,7 +700,10 @@ def data_text(sources: list[dict[str, Any]], short: bool = False) -> str:
                     "(one test image = 0.1 point)"
                 )
         else:
-            texts.append(f"{name}{sizes}")
+            dataset = dataset_title(source.get("data"))
+            texts.append(
+                f"{name}{sizes}" if dataset == "dataset" else f"{dataset}{sizes} (source: {name})"
+            )
     return "; ".join(dict.fromkeys(texts))
 
 

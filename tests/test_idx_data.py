@@ -119,7 +119,9 @@ def test_images_and_labels_of_different_lengths_are_a_user_error(tmp_path):
     (raw / "train-labels-idx1-ubyte").write_bytes(
         (tmp_path / "other" / "train-labels-idx1-ubyte").read_bytes()
     )
-    with pytest.raises(UserError, match="train-images has 50 images but train-labels has 40 labels"):
+    with pytest.raises(
+        UserError, match="train-images has 50 images but train-labels has 40 labels"
+    ):
         load_data("mnist", tmp_path, "auto", False, False)
 
 
@@ -268,3 +270,55 @@ def test_cli_fashion_bundled_is_a_user_error(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "bnexp: error:" in result.stderr and "data.source=bundled" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# --- captions name the dataset ------------------------------------------------------------------
+
+
+def test_captions_and_reports_name_the_dataset_and_its_source():
+    from bnexp.plots import data_source_text
+    from bnexp.reproduce import data_text
+
+    meta = {
+        "data_source": "debian:/usr/share/datasets/fashion-mnist",
+        "train_size": 60000,
+        "test_size": 10000,
+    }
+    text = data_source_text(meta, "fashion_mnist")
+    assert (
+        text
+        == "data: Fashion-MNIST (60,000 train / 10,000 test), source: debian:/usr/share/datasets/fashion-mnist"
+    )
+    assert data_source_text({**meta, "data_source": "torchvision"}, "mnist").startswith(
+        "data: MNIST (60,000"
+    )
+    assert data_source_text({}, "cifar10") == "data: CIFAR-10, source unknown (no meta.json)"
+    report = data_text([{"data": "fashion_mnist", **meta}])
+    assert (
+        report
+        == "Fashion-MNIST: 60,000 train / 10,000 test (source: debian:/usr/share/datasets/fashion-mnist)"
+    )
+    assert "BUNDLED MNIST SUBSET" in data_text(
+        [
+            {
+                "data": "mnist",
+                "data_source": data_module.BUNDLED_SOURCE,
+                "train_size": 4000,
+                "test_size": 1000,
+            }
+        ],
+        short=True,
+    )
+
+
+def test_finding_figure_titles_name_the_dataset_of_their_runs():
+    import pandas as pd
+
+    from bnexp.claims import Tables
+    from bnexp.findings import load_findings
+    from bnexp.findings.figures import FIGURES, FigureContext
+
+    finding = load_findings()["fig1"]
+    runs = pd.DataFrame({"run_id": ["a"], "status": ["completed"], "data": ["fashion_mnist"]})
+    fig = FIGURES["fig1"](FigureContext(Tables(runs, pd.DataFrame(), pd.DataFrame()), finding, []))
+    assert "Fashion-MNIST, 3x100 sigmoid MLP" in " ".join(t.get_text() for t in fig.texts)

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from bnexp import style
 from bnexp.claims import Tables, select
+from bnexp.describe import dataset_title
 from bnexp.findings import Finding
 
 BN_COLOR, PLAIN_COLOR = style.COLORS[0], style.COLORS[1]
@@ -108,6 +109,13 @@ def _percentile_panel(ax, rows: pd.DataFrame, color: Any) -> None:
     style.format_steps(ax)
 
 
+def _dataset(ctx: FigureContext) -> str:
+    """The dataset the finding's runs trained on ('MNIST', 'Fashion-MNIST'), for titles."""
+    runs = ctx.tables.runs
+    names = sorted({str(v) for v in runs["data"].dropna()}) if "data" in runs else []
+    return " + ".join(dataset_title(n) for n in names) if names else "MNIST"
+
+
 def _finish(
     fig: Figure, title: str, caption: list[str], handles: list[Any] | None = None
 ) -> Figure:
@@ -155,7 +163,7 @@ def fig1(ctx: FigureContext) -> Figure:
     ]
     return _finish(
         fig,
-        "MNIST, 3x100 sigmoid MLP: with and without batch normalization (cf. BN paper Fig. 1)",
+        f"{_dataset(ctx)}, 3x100 sigmoid MLP: with and without batch normalization (cf. BN paper Fig. 1)",
         caption,
     )
 
@@ -611,7 +619,7 @@ def batch_size(ctx: FigureContext) -> Figure:
         style.no_data(ax_a, "no runs (CNN not available?)")
     ax_a.set_xlabel("images per batch")
     ax_a.set_ylabel("test error (%)")
-    ax_a.set_title("(a) ours: small CNN on MNIST")
+    ax_a.set_title(f"(a) ours: small CNN on {_dataset(ctx)}")
     published = ctx.finding.published_values
     for norm in ("batch", "group"):
         values = published.get(norm)
