@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint reproduce-list clean
+.PHONY: install data demo test test-fast bench lint reproduce-list clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,25 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Fashion-MNIST offline (data=fashion_mnist): the Debian package puts the four .gz files in
+# $(FASHION_DIR); bnexp unpacks them into data.root on first use. Needs apt-get and root;
+# otherwise it prints the command to run. Fails (exit 1) when the files are still missing.
+FASHION_PACKAGE := dataset-fashion-mnist
+FASHION_DIR     := /usr/share/datasets/fashion-mnist
+data:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "make data: Fashion-MNIST is installed in $(FASHION_DIR)"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make data: no apt-get here. Download the four files from" \
+	    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ into" \
+	    "~/.cache/bnexp/data/FashionMNIST/raw/ (or data.root/FashionMNIST/raw/)."; exit 1; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "make data: installing needs root. Run: sudo apt-get install $(FASHION_PACKAGE)"; exit 1; \
+	else \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(FASHION_PACKAGE) \
+	  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(FASHION_PACKAGE); }; \
+	fi
 
 # The main job: every finding of docs/design.md §7 at quick scale, offline on the bundled
 # MNIST subset; report and figures in results/reference (the committed reference results).
