@@ -146,27 +146,42 @@ def _diverged(runs: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def accuracy_curve(tables: Tables, run_id: str) -> pd.Series:
-    """Test accuracy by step of one run (evaluated steps only)."""
+# `accuracy: test` (inference mode, held-out images, at evaluated steps) or `accuracy: train`
+# (the training batches as the training pass saw them, averaged since the previous log row).
+ACCURACY_COLUMNS = {"test": "test_acc", "train": "train_acc"}
+
+
+def accuracy_column(accuracy: str) -> str:
+    if accuracy not in ACCURACY_COLUMNS:
+        raise ValueError(
+            f"accuracy={accuracy!r} is not known: one of {', '.join(ACCURACY_COLUMNS)}"
+        )
+    return ACCURACY_COLUMNS[accuracy]
+
+
+def accuracy_curve(tables: Tables, run_id: str, column: str = "test_acc") -> pd.Series:
+    """Accuracy (`column`: test_acc or train_acc) by step of one run, rows that have it only."""
     rows = tables.metrics[tables.metrics["run_id"] == run_id]
-    rows = rows.dropna(subset=["test_acc"])
-    return rows.groupby("step")["test_acc"].mean().sort_index()
+    rows = rows.dropna(subset=[column])
+    return rows.groupby("step")[column].mean().sort_index()
 
 
-def mean_curve(tables: Tables, runs: pd.DataFrame) -> pd.Series:
-    """Seed-mean test accuracy by step, on the steps every run evaluated."""
-    curves = [accuracy_curve(tables, rid) for rid in runs["run_id"]]
+def mean_curve(tables: Tables, runs: pd.DataFrame, column: str = "test_acc") -> pd.Series:
+    """Seed-mean accuracy by step, on the steps every run has."""
+    curves = [accuracy_curve(tables, rid, column) for rid in runs["run_id"]]
     frame = pd.concat(curves, axis=1, join="inner") if curves else pd.DataFrame()
     if frame.empty:
-        raise Missing(f"no test-accuracy rows for runs {', '.join(runs['run_id'])}")
+        raise Missing(f"no {column} rows for runs {', '.join(runs['run_id'])}")
     return frame.mean(axis=1)
 
 
-def final_accuracy(tables: Tables, run_id: str, last_evals: int = 3) -> float:
-    """Mean of a run's last `last_evals` test accuracies (smooths the test-set noise)."""
-    curve = accuracy_curve(tables, run_id)
+def final_accuracy(
+    tables: Tables, run_id: str, last_evals: int = 3, column: str = "test_acc"
+) -> float:
+    """Mean of a run's last `last_evals` accuracies (smooths the test-set noise)."""
+    curve = accuracy_curve(tables, run_id, column)
     if curve.empty:
-        raise Missing(f"run {run_id} has no test accuracy")
+        raise Missing(f"run {run_id} has no {column}")
     return float(curve.iloc[-last_evals:].mean())
 
 
@@ -231,18 +246,21 @@ def _layer_index(layers: pd.DataFrame, layer: Any) -> int:
 
 
 def steps_to_reach_ratio(
-    tables: Tables, fast: dict, slow: dict, last_evals: int = 3
+    tables: Tables, fast: dict, slow: dict, last_evals: int = 3, accuracy: str = "test"
 ) -> Measurement:
     """How many times fewer steps `fast` needs than `slow` to reach `slow`'s final accuracy.
 
     The target is the slow variant's final test accuracy (seed mean of its last `last_evals`
     evaluations): the BN paper's own yardstick (BN-x5 reached Inception's final 72.2% in 14x
     fewer steps). Steps are read on seed-mean curves. A fast variant that diverges or never
-    reaches the target scores 0.
+    reaches the target scores 0. `accuracy`: test (default) or train (ACCURACY_COLUMNS).
     """
+    column = accuracy_column(accuracy)
     slow_runs = variant_runs(tables, slow)
-    target = float(np.mean([final_accuracy(tables, r, last_evals) for r in slow_runs["run_id"]]))
-    slow_curve = mean_curve(tables, slow_runs)
+    target = float(
+        np.mean([final_accuracy(tables, r, last_evals, column) for r in slow_runs["run_id"]])
+    )
+    slow_curve = mean_curve(tables, slow_runs, column)
     if target <= slow_curve.iloc[0] + 1e-12:
         raise Missing(
             f"{describe(slow)} did not learn: its final accuracy {_pct(target)} is no better than at step "
@@ -256,7 +274,7 @@ def steps_to_reach_ratio(
         text = f"{describe(fast)} diverged in {len(diverged)} of {len(fast_runs)} runs; target {_pct(target)} never reached"
         detail["steps_to_target"] = [slow_steps, None]
         return Measurement(0.0, text, detail=pd.DataFrame(detail))
-    fast_steps = first_step_reaching(mean_curve(tables, fast_runs), target)
+    fast_steps = first_step_reaching(mean_curve(tables, fast_runs, column), target)
     detail["steps_to_target"] = [slow_steps, fast_steps]
     if fast_steps is None:
         text = f"target {_pct(target)} ({describe(slow)} final): {describe(slow)} {_steps(slow_steps)}, {describe(fast)} never"
@@ -276,17 +294,23 @@ def steps_to_reach_ratio(
 
 
 def final_accuracy_difference(
-    tables: Tables, a: dict, b: dict, last_evals: int = 3, pair_by: str = "seed"
+    tables: Tables,
+    a: dict,
+    b: dict,
+    last_evals: int = 3,
+    pair_by: str = "seed",
+    accuracy: str = "test",
 ) -> Measurement:
-    """Final test accuracy of `a` minus `b`, in percentage points, paired by seed: mean and
-    95% t-interval over the pairs."""
+    """Final accuracy (`accuracy`: test or train) of `a` minus `b`, in percentage points,
+    paired by seed: mean and 95% t-interval over the pairs."""
+    column = accuracy_column(accuracy)
     runs_a, runs_b = variant_runs(tables, a), variant_runs(tables, b)
     final_a = {
-        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals)
+        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals, column)
         for _, row in runs_a.iterrows()
     }
     final_b = {
-        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals)
+        row[pair_by]: final_accuracy(tables, row["run_id"], last_evals, column)
         for _, row in runs_b.iterrows()
     }
     pairs = sorted(set(final_a) & set(final_b), key=str)
@@ -306,10 +330,25 @@ def final_accuracy_difference(
     mean_b = float(np.mean([final_b[k] for k in pairs]))
     interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(pairs) > 1 else ""
     text = (
-        f"{describe(a)} {_pct(mean_a)} vs {describe(b)} {_pct(mean_b)}: "
+        f"{accuracy} accuracy {describe(a)} {_pct(mean_a)} vs {describe(b)} {_pct(mean_b)}: "
         f"{mean:+.2f} points{interval_text} (n={len(pairs)})"
     )
     return Measurement(mean, text, interval=(low, high), detail=detail)
+
+
+def final_accuracy_mean(
+    tables: Tables, where: dict, last_evals: int = 3, accuracy: str = "test"
+) -> Measurement:
+    """One variant's final accuracy (`accuracy`: test or train) in percent: the seed mean of
+    each run's last `last_evals` values, with its 95% t-interval over seeds."""
+    column = accuracy_column(accuracy)
+    runs = variant_runs(tables, where)
+    finals = np.array([100 * final_accuracy(tables, r, last_evals, column) for r in runs["run_id"]])
+    mean, low, high = t_interval(finals)
+    interval_text = f", 95% interval [{low:.1f}, {high:.1f}]" if len(finals) > 1 else ""
+    text = f"final {accuracy} accuracy of {describe(where)}: {mean:.1f}%{interval_text} (n={len(finals)})"
+    detail = pd.DataFrame({"run_id": list(runs["run_id"]), f"final_{column}_pct": finals})
+    return Measurement(float(mean), text, interval=(low, high), detail=detail)
 
 
 def curve_above_fraction(tables: Tables, upper: dict, lower: dict) -> Measurement:
@@ -327,7 +366,15 @@ def curve_above_fraction(tables: Tables, upper: dict, lower: dict) -> Measuremen
     return Measurement(value, text, detail=both.reset_index())
 
 
-def _unit_drift(rows: pd.DataFrame, quantity: str) -> float:
+DRIFT_STATISTICS = {
+    "range": "range over training",
+    "step_change": "mean change between successive logged steps",
+}
+
+
+def _unit_drift(rows: pd.DataFrame, quantity: str, statistic: str = "range") -> float:
+    """`range`: max - min over training; `step_change`: mean |difference| between successive
+    logged rows (rows sorted by step)."""
     if quantity == "median":
         series = rows["unit_p50"]
     elif quantity == "spread":
@@ -337,18 +384,33 @@ def _unit_drift(rows: pd.DataFrame, quantity: str) -> float:
     series = series.dropna()
     if len(series) < 2:
         raise Missing("fewer than two logged probe percentiles")
-    return float(series.max() - series.min())
+    if statistic == "range":
+        return float(series.max() - series.min())
+    if statistic == "step_change":
+        return float(series.diff().abs().mean())
+    raise ValueError(f"unknown drift statistic {statistic!r}: one of {', '.join(DRIFT_STATISTICS)}")
 
 
 def drift_ratio(
-    tables: Tables, high: dict, low: dict, quantity: str = "median", layer: Any = "last"
+    tables: Tables,
+    high: dict,
+    low: dict,
+    quantity: str = "median",
+    layer: Any = "last",
+    statistic: str = "range",
 ) -> Measurement:
     """How much more the tracked unit's distribution moves in `high` than in `low`.
 
-    Drift of a run = max - min over training of the tracked unit's median (`median`) or of its
-    15-85th percentile spread (`spread`) on the probe batch, at hidden layer `layer`, in the
-    sigmoid-input units both variants share; seed mean; value = drift(high) / drift(low).
+    Drift of a run, of the tracked unit's median (`median`) or 15-85th percentile spread
+    (`spread`) on the probe batch at hidden layer `layer`, in the sigmoid-input units both
+    variants share: `range` = max - min over training; `step_change` = the mean absolute
+    change between successive logged rows (Santurkar et al.'s Figure 8 measures it between
+    successive steps). Seed mean; value = drift(high) / drift(low).
     """
+    if statistic not in DRIFT_STATISTICS:
+        raise ValueError(
+            f"unknown drift statistic {statistic!r}: one of {', '.join(DRIFT_STATISTICS)}"
+        )
     drifts = {}
     for name, where in (("high", high), ("low", low)):
         runs = variant_runs(tables, where)
@@ -357,14 +419,17 @@ def drift_ratio(
         rows = rows[rows["layer"] == index]
         drifts[name] = float(
             np.mean(
-                [_unit_drift(g.sort_values("step"), quantity) for _, g in rows.groupby("run_id")]
+                [
+                    _unit_drift(g.sort_values("step"), quantity, statistic)
+                    for _, g in rows.groupby("run_id")
+                ]
             )
         )
     if drifts["low"] <= 0:
-        raise Missing(f"{describe(low)} shows no drift at all (range 0): ratio undefined")
+        raise Missing(f"{describe(low)} shows no drift at all (0): ratio undefined")
     ratio = drifts["high"] / drifts["low"]
     text = (
-        f"range of the unit's {quantity} over training: {describe(high)} {drifts['high']:.3g}, "
+        f"{DRIFT_STATISTICS[statistic]} of the unit's {quantity}: {describe(high)} {drifts['high']:.3g}, "
         f"{describe(low)} {drifts['low']:.3g}: {ratio:.1f}x"
     )
     detail = pd.DataFrame(
@@ -568,7 +633,7 @@ def max_relative_error(
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
-        steps_to_reach_ratio, final_accuracy_difference, curve_above_fraction, drift_ratio,
+        steps_to_reach_ratio, final_accuracy_difference, final_accuracy_mean, curve_above_fraction, drift_ratio,
         gradient_ratio, final_layer_max, final_layer_max_ratio, fails_to_reach, error_ratio,
         eval_accuracy_gap, eval_accuracy_range, max_relative_error,
     )

@@ -24,6 +24,20 @@ REQUIRED_KEYS = ("title", "reference", "summary", "published", "setup", "claims"
 CLAIM_KEYS = ("id", "claim", "published", "measure", "criterion")
 
 
+HISTORY_KEYS = ("date", "note", "seen_before_claims")
+
+
+@dataclass
+class HistoryEntry:
+    """One event in a finding's life that a reader should know: a pilot run looked at, a
+    re-declaration, a scale changed after a run. `seen_before_claims`: results that were seen
+    before the current claims were written (so those claims were not declared blind)."""
+
+    date: str
+    note: str
+    seen_before_claims: bool = False
+
+
 @dataclass
 class Scale:
     overrides: list[str]
@@ -47,11 +61,17 @@ class Finding:
     procedure: str | None = None  # an in-process measurement in bnexp.findings.procedures
     requires: list[str] = field(default_factory=list)  # e.g. ["cnn"]: modules that must exist
     published_values: dict[str, Any] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
     path: Path | None = None
 
     @property
     def n_claims(self) -> int:
         return len(self.claims)
+
+    @property
+    def declared_blind(self) -> bool:
+        """Whether the current claims were declared before any of their results was seen."""
+        return not any(entry.seen_before_claims for entry in self.history)
 
 
 def findings_dir() -> Path:
@@ -88,6 +108,7 @@ def parse_finding(name: str, raw: dict[str, Any], path: Path) -> dict[str, Any]:
             check_criterion(claim["criterion"])
         except ValueError as error:
             raise _problem(path, f"claim {claim['id']!r}: {error}") from None
+    _check_history(raw.get("history"), path)
     if "runs_of" not in raw:
         scales = raw.get("scales") or {}
         absent = [s for s in SCALES if s not in scales]
@@ -106,6 +127,35 @@ def parse_finding(name: str, raw: dict[str, Any], path: Path) -> dict[str, Any]:
             f"unknown procedure {raw['procedure']!r}; known: {', '.join(sorted(procedures.PROCEDURES))}",
         )
     return raw
+
+
+def _check_history(history: Any, path: Path) -> None:
+    if history is None:
+        return
+    if not isinstance(history, list):
+        raise _problem(path, "history must be a list of {date, note, seen_before_claims} entries")
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or "date" not in entry or "note" not in entry:
+            raise _problem(path, f"history entry {i + 1} needs a date and a note")
+        unknown = sorted(set(entry) - set(HISTORY_KEYS))
+        if unknown:
+            raise _problem(
+                path,
+                f"history entry {i + 1}: unknown key(s) {', '.join(unknown)}; known: {', '.join(HISTORY_KEYS)}",
+            )
+        if not isinstance(entry.get("seen_before_claims", False), bool):
+            raise _problem(path, f"history entry {i + 1}: seen_before_claims must be true or false")
+
+
+def _history(raw: dict[str, Any]) -> list[HistoryEntry]:
+    return [
+        HistoryEntry(
+            date=str(entry["date"]),
+            note=" ".join(str(entry["note"]).split()),
+            seen_before_claims=bool(entry.get("seen_before_claims", False)),
+        )
+        for entry in raw.get("history") or []
+    ]
 
 
 def _scales(raw: dict[str, Any]) -> dict[str, Scale]:
@@ -153,6 +203,7 @@ def load_findings(directory: Path | None = None) -> dict[str, Finding]:
             procedure=raw.get("procedure"),
             requires=list(raw.get("requires") or []),
             published_values=dict(raw.get("published_values") or {}),
+            history=_history(raw),
             path=path,
         )
     return dict(sorted(findings.items(), key=lambda item: ORDER.get(item[0], len(ORDER))))
