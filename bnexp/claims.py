@@ -13,8 +13,16 @@ keyed by `run_id`; extra tables that in-process findings compute) and return a
 `Measurement`. They never touch files, so they are tested on synthetic tables.
 
 Verdicts: `reproduced` (the criterion holds), `not reproduced` (it does not), `inconclusive`
-(the value could not be measured: runs missing or failed, too few points; or, for an interval
-criterion, the 95% interval straddles the boundary).
+(the value could not be measured: runs missing or failed, too few points; or, for a `within`
+criterion, the 95% interval is not wholly inside or wholly outside the bounds).
+
+Two kinds of entry (`kind:` in the declaration):
+- `claim` (the default): an empirical statement that the runs could contradict;
+- `identity`: a check that cannot fail unless the code is wrong (an algebraic identity, a
+  property true by construction). Its verdicts are `identity holds` / `identity fails` /
+  `identity not checked`, and it is never counted among the reproduced claims (`Tally`).
+A claim replaced after its results were seen stays in the declaration with `retired: REASON`:
+it is still measured and shown, with the reason, but no longer counted.
 """
 
 from __future__ import annotations
@@ -27,10 +35,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnexp import intervals
+
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+CLAIM, IDENTITY = "claim", "identity"
+KINDS = (CLAIM, IDENTITY)
+IDENTITY_HOLDS = "identity holds"
+IDENTITY_FAILS = "identity fails"
+IDENTITY_UNCHECKED = "identity not checked"
+IDENTITY_VERDICTS = (IDENTITY_HOLDS, IDENTITY_FAILS, IDENTITY_UNCHECKED)
+# An identity check is judged like a claim, then named for what it is.
+_AS_IDENTITY = {
+    REPRODUCED: IDENTITY_HOLDS,
+    NOT_REPRODUCED: IDENTITY_FAILS,
+    INCONCLUSIVE: IDENTITY_UNCHECKED,
+}
 
 
 @dataclass
@@ -79,6 +102,77 @@ class ClaimResult:
     reason: str
     interval: tuple[float, float] | None = None
     detail: pd.DataFrame | None = None
+    kind: str = CLAIM
+    retired: str | None = None  # why the claim was replaced; a retired claim is not counted
+
+    @property
+    def counted(self) -> bool:
+        """Whether the result counts among the claims of a summary line."""
+        return self.kind == CLAIM and not self.retired
+
+
+@dataclass
+class Tally:
+    """Verdict counts for a summary line: claims, identity checks and retired claims apart."""
+
+    claims: dict[str, int]
+    identities: dict[str, int]
+    retired: int
+
+    @classmethod
+    def of(cls, results: list[ClaimResult]) -> Tally:
+        claims = {v: 0 for v in VERDICTS}
+        identities = {v: 0 for v in IDENTITY_VERDICTS}
+        retired = 0
+        for r in results:
+            if r.retired:
+                retired += 1
+            elif r.kind == IDENTITY:
+                identities[r.verdict] += 1
+            else:
+                claims[r.verdict] += 1
+        return cls(claims, identities, retired)
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            {v: self.claims[v] + other.claims[v] for v in VERDICTS},
+            {v: self.identities[v] + other.identities[v] for v in IDENTITY_VERDICTS},
+            self.retired + other.retired,
+        )
+
+    @property
+    def n_claims(self) -> int:
+        return sum(self.claims.values())
+
+    @property
+    def n_identities(self) -> int:
+        return sum(self.identities.values())
+
+    def text(self) -> str:
+        """E.g. "27 claims: 20 reproduced, 3 not reproduced, 1 inconclusive; 3 identity checks
+        hold; 2 retired claims (not counted)"."""
+        c = self.claims
+        parts = [
+            f"{_count(self.n_claims, 'claim')}: {c[REPRODUCED]} reproduced, "
+            f"{c[NOT_REPRODUCED]} not reproduced, {c[INCONCLUSIVE]} inconclusive"
+        ]
+        n = self.n_identities
+        if n:
+            i = self.identities
+            if i[IDENTITY_HOLDS] == n:
+                parts.append(f"{_count(n, 'identity check')} {'holds' if n == 1 else 'hold'}")
+            else:
+                found = [f"{i[IDENTITY_HOLDS]} hold", f"{i[IDENTITY_FAILS]} fail"]
+                if i[IDENTITY_UNCHECKED]:
+                    found.append(f"{i[IDENTITY_UNCHECKED]} not checked")
+                parts.append(f"{_count(n, 'identity check')}: {', '.join(found)}")
+        if self.retired:
+            parts.append(f"{_count(self.retired, 'retired claim')} (not counted)")
+        return "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,24 +296,11 @@ def _pct(value: float) -> str:
 # Small statistics
 # --------------------------------------------------------------------------------------------
 
-# Two-sided 95% quantiles of Student's t for 1 ... 30 degrees of freedom.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-    2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-    2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval; a single value gives an infinitely wide interval."""
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    n = len(values)
-    if n < 2:
-        return mean, -math.inf, math.inf
-    t = _T975[n - 2] if n - 2 < len(_T975) else 1.96
-    half = t * float(values.std(ddof=1)) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """Mean and its 95% t-interval (bnexp.intervals, shared with the figures); a single value
+    gives an infinitely wide interval."""
+    return intervals.t_interval(np.asarray(values, dtype=float).ravel())
 
 
 def _per_run_layers(tables: Tables, runs: pd.DataFrame) -> pd.DataFrame:
@@ -582,21 +663,28 @@ def eval_accuracy_gap(
     tables: Tables, eval_batch_size: Any = "max", table: str = "eval_batch_size"
 ) -> Measurement:
     """Running-statistics accuracy minus batch-statistics accuracy at one eval batch size, in
-    points (seed mean). `eval_batch_size: max` takes the largest size measured."""
+    points: per seed (the two modes evaluate the same trained network), then the seed mean and
+    its 95% t-interval. `eval_batch_size: max` takes the largest size measured."""
     rows = _extra(tables, table)
     size = rows["eval_batch_size"].max() if eval_batch_size == "max" else eval_batch_size
     at = rows[rows["eval_batch_size"] == size]
     if at.empty:
         raise Missing(f"eval batch size {size} was not measured")
-    acc = at.groupby("mode")["accuracy"].mean()
-    if not {"running", "batch"} <= set(acc.index):
+    by_seed = at.pivot_table(index="seed", columns="mode", values="accuracy", aggfunc="mean")
+    if not {"running", "batch"} <= set(by_seed.columns):
         raise Missing(f"eval batch size {size}: need both running and batch statistics")
-    gap = 100 * (acc["running"] - acc["batch"])
+    by_seed = by_seed.dropna(subset=["running", "batch"])
+    if by_seed.empty:
+        raise Missing(f"eval batch size {size}: no seed has both running and batch statistics")
+    gaps = 100 * (by_seed["running"] - by_seed["batch"]).to_numpy()
+    gap, low, high = t_interval(gaps)
+    n = len(gaps)
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if n > 1 else ""
     text = (
-        f"eval batch {size}: running statistics {_pct(acc['running'])}, "
-        f"batch statistics {_pct(acc['batch'])}: {gap:+.1f} points"
+        f"eval batch {size}: running statistics {_pct(by_seed['running'].mean())}, "
+        f"batch statistics {_pct(by_seed['batch'].mean())}: {gap:+.2f} points{interval_text} (n={n})"
     )
-    return Measurement(float(gap), text, detail=at.reset_index(drop=True))
+    return Measurement(float(gap), text, interval=(low, high), detail=at.reset_index(drop=True))
 
 
 def eval_accuracy_range(
@@ -616,18 +704,84 @@ def eval_accuracy_range(
     return Measurement(value, text, detail=by_size.reset_index())
 
 
+LAYER_TEXT = {
+    "formula": "bnexp's BN formula",
+    "torch": "torch's BatchNorm1d",
+}
+
+
 def max_relative_error(
-    tables: Tables, check: str, eps: float = 0.0, table: str = "scale_invariance"
+    tables: Tables,
+    check: str | list[str],
+    eps: float = 0.0,
+    layer: str = "formula",
+    a_min: float | None = None,
+    a_max: float | None = None,
+    breaks_above: float | None = None,
+    table: str = "scale_invariance",
 ) -> Measurement:
-    """The largest relative error of identity `check` over the scale factors a, at BN eps `eps`."""
+    """The largest relative error of the scale-invariance `check` (or of several) over the
+    scale factors a in [a_min, a_max], on the BN `layer` (`formula`: bnexp's own three lines,
+    which allow eps = 0; `torch`: torch's BatchNorm1d) with eps `eps`.
+
+    With `breaks_above`, the text also says where the invariance breaks: the largest a (over
+    the whole grid) whose error exceeds it, and a·σ_min there in units of sqrt(eps), σ_min
+    being the smallest per-unit std of Wu over the batch (the eps term matters once
+    a·σ is no longer large against sqrt(eps)).
+    """
     rows = _extra(tables, table)
-    rows = rows[(rows["check"] == check) & np.isclose(rows["eps"], eps, rtol=0, atol=1e-15)]
+    if "layer" not in rows.columns:  # tables written before torch's own layer was measured
+        rows = rows.assign(layer="formula")
+    checks = [check] if isinstance(check, str) else list(check)
+    rows = rows[
+        rows["check"].isin(checks)
+        & (rows["layer"] == layer)
+        & np.isclose(rows["eps"], eps, rtol=0, atol=1e-15)
+    ]
     if rows.empty:
-        raise Missing(f"no {check!r} rows at eps={eps:g}")
-    worst = rows.loc[rows["rel_error"].idxmax()]
+        raise Missing(f"no {', '.join(checks)} rows for {layer} at eps={eps:g}")
+    grid = rows
+    in_range = rows
+    if a_min is not None:
+        in_range = in_range[in_range["a"] >= a_min * (1 - 1e-12)]
+    if a_max is not None:
+        in_range = in_range[in_range["a"] <= a_max * (1 + 1e-12)]
+    if in_range.empty:
+        raise Missing(f"no scale factor a in [{a_min}, {a_max}]")
+    worst = in_range.loc[in_range["rel_error"].idxmax()]
     value = float(worst["rel_error"])
-    text = f"{check}, eps={eps:g}: largest relative error {value:.2g} (a={worst['a']:g}; {len(rows)} scale factors)"
-    return Measurement(value, text, detail=rows.reset_index(drop=True))
+    scales = sorted(in_range["a"].unique())
+    where = LAYER_TEXT.get(layer, layer)
+    text = (
+        f"{' + '.join(checks)} on {where}, eps={eps:g}: largest relative error {value:.2g} "
+        f"({worst['check']} at a={worst['a']:g}; {len(scales)} scale factors {scales[0]:g}...{scales[-1]:g})"
+    )
+    if breaks_above is not None:
+        text += "; " + _breakdown_text(grid, breaks_above, eps)
+    detail = grid.pivot_table(index="a", columns="check", values="rel_error").reset_index()
+    if "a_sigma_min" in grid.columns and eps > 0:
+        scaled = grid.groupby("a")["a_sigma_min"].first() / math.sqrt(eps)
+        detail.insert(1, "a·σ_min/√eps", detail["a"].map(scaled))
+    detail.columns.name = None
+    return Measurement(value, text, detail=detail)
+
+
+def _breakdown_text(grid: pd.DataFrame, threshold: float, eps: float) -> str:
+    """Where the relative error first exceeds `threshold`, coming down from large a."""
+    worst_by_a = grid.groupby("a")["rel_error"].max().sort_index()
+    above = worst_by_a[worst_by_a > threshold]
+    if above.empty:
+        return f"error <= {threshold:g} at every a from {worst_by_a.index.min():g} to {worst_by_a.index.max():g}"
+    breaks_at = float(above.index.max())
+    below = worst_by_a[worst_by_a.index <= breaks_at]
+    if (below > threshold).all():
+        text = f"error > {threshold:g} for every a <= {breaks_at:g}"
+    else:
+        text = f"error > {threshold:g} at {len(above)} of {len(worst_by_a)} scale factors, the largest a={breaks_at:g}"
+    if "a_sigma_min" in grid.columns and eps > 0:
+        sigma = float(grid.loc[grid["a"] == breaks_at, "a_sigma_min"].iloc[0])
+        text += f" (there a·σ_min = {sigma / math.sqrt(eps):.2g}·sqrt(eps))"
+    return text
 
 
 MEASURES: dict[str, Callable[..., Measurement]] = {
@@ -660,6 +814,15 @@ def check_criterion(criterion: Mapping[str, Any]) -> None:
     if op == "within":
         if "low" not in criterion or "high" not in criterion:
             raise ValueError("criterion op 'within' needs 'low' and 'high'")
+        if float(criterion["low"]) > float(criterion["high"]):
+            raise ValueError(
+                f"criterion 'within': low {criterion['low']} > high {criterion['high']}"
+            )
+        if criterion.get("use_interval", True) is not True:
+            raise ValueError(
+                f"use_interval: {criterion['use_interval']} is not allowed: every 'within' criterion "
+                "judges the whole 95% interval (drop the key)"
+            )
     elif op in _OPS:
         if "value" not in criterion:
             raise ValueError(f"criterion op {op!r} needs 'value'")
@@ -667,12 +830,22 @@ def check_criterion(criterion: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown criterion op {op!r}: one of {', '.join([*_OPS, 'within'])}")
 
 
+def check_claim(spec: Mapping[str, Any]) -> None:
+    """Raises ValueError for a malformed claim entry: its kind, its retirement, its criterion."""
+    kind = spec.get("kind", CLAIM)
+    if kind not in KINDS:
+        raise ValueError(f"kind: {kind!r} is not known; choose one of {', '.join(KINDS)}")
+    retired = spec.get("retired")
+    if retired is not None and not (isinstance(retired, str) and retired.strip()):
+        raise ValueError("retired: must be the reason the claim was replaced (a sentence)")
+    check_criterion(spec["criterion"])
+
+
 def criterion_text(criterion: Mapping[str, Any]) -> str:
     unit = criterion.get("unit") or ""
     unit = unit if unit in ("", "x", "%") else f" {unit}"
     if criterion["op"] == "within":
-        what = "95% interval" if criterion.get("use_interval") else "value"
-        return f"{what} inside [{criterion['low']:g}, {criterion['high']:g}]{unit}"
+        return f"95% interval inside [{criterion['low']:g}, {criterion['high']:g}]{unit}"
     return f"{_SYMBOLS[criterion['op']]} {criterion['value']:g}{unit}"
 
 
@@ -684,60 +857,74 @@ def judge(criterion: Mapping[str, Any], measurement: Measurement) -> tuple[str, 
     text = criterion_text(criterion)
     op = criterion["op"]
     if op == "within":
-        low, high = float(criterion["low"]), float(criterion["high"])
-        if criterion.get("use_interval"):
-            if measurement.interval is None:
-                return INCONCLUSIVE, "the measure gives no interval"
-            lo, hi = measurement.interval
-            if low <= lo and hi <= high:
-                return (
-                    REPRODUCED,
-                    f"95% interval [{lo:+.3g}, {hi:+.3g}] lies inside [{low:g}, {high:g}]",
-                )
-            if hi < low or lo > high:
-                return (
-                    NOT_REPRODUCED,
-                    f"95% interval [{lo:+.3g}, {hi:+.3g}] lies outside [{low:g}, {high:g}]",
-                )
-            return INCONCLUSIVE, (
-                f"95% interval [{lo:+.3g}, {hi:+.3g}] straddles a bound of [{low:g}, {high:g}]: "
-                "more seeds needed to decide"
-            )
-        inside = low <= value <= high
-        return (
-            REPRODUCED if inside else NOT_REPRODUCED
-        ), f"{value:.4g} {'meets' if inside else 'fails'} {text}"
+        return _judge_within(float(criterion["low"]), float(criterion["high"]), measurement)
     holds = _OPS[op](float(value), float(criterion["value"]))
     return (
         REPRODUCED if holds else NOT_REPRODUCED
     ), f"{value:.4g} {'meets' if holds else 'fails'} {text}"
 
 
+def _judge_within(low: float, high: float, measurement: Measurement) -> tuple[str, str]:
+    """The one rule for equivalence claims: the whole 95% interval inside the bounds is
+    reproduced, wholly outside is not reproduced, anything else (an interval that straddles a
+    bound, or is wider than the bounds) is inconclusive. No interval (n < 2): inconclusive."""
+    bounds = f"[{low:g}, {high:g}]"
+    if measurement.interval is None:
+        return INCONCLUSIVE, f"the measure gives no 95% interval to hold against {bounds}"
+    lo, hi = measurement.interval
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return INCONCLUSIVE, (
+            f"a single pair gives no 95% interval (point value {measurement.value:+.3g}): "
+            f"at least 2 seeds are needed to hold it against {bounds}"
+        )
+    interval = f"95% interval [{lo:+.3g}, {hi:+.3g}]"
+    if low <= lo and hi <= high:
+        return REPRODUCED, f"{interval} lies inside {bounds}"
+    if hi < low or lo > high:
+        return NOT_REPRODUCED, f"{interval} lies outside {bounds}"
+    if hi - lo > high - low:
+        return INCONCLUSIVE, (
+            f"{interval} is wider than {bounds} itself: more seeds are needed to decide"
+        )
+    return (
+        INCONCLUSIVE,
+        f"{interval} straddles a bound of {bounds}: more seeds are needed to decide",
+    )
+
+
 def evaluate(
     spec: Mapping[str, Any], tables: Tables, *, unavailable: str | None = None
 ) -> ClaimResult:
-    """Measure one declared claim on `tables` and judge it. `unavailable` forces inconclusive
-    (e.g. "CNN not available") without measuring."""
+    """Measure one declared claim (or identity check) on `tables` and judge it. `unavailable`
+    forces inconclusive (e.g. "CNN not available") without measuring."""
+    kind = str(spec.get("kind", CLAIM))
+    retired = str(spec["retired"]).strip() if spec.get("retired") else None
     base = {
         "id": str(spec["id"]),
         "claim": str(spec["claim"]).strip(),
         "published": str(spec.get("published", "")).strip(),
         "criterion": criterion_text(spec["criterion"]),
+        "kind": kind,
+        "retired": retired,
     }
+
+    def named(verdict: str) -> str:
+        return _AS_IDENTITY[verdict] if kind == IDENTITY else verdict
+
     if unavailable:
         return ClaimResult(
-            **base, value=None, value_text="not measured", verdict=INCONCLUSIVE, reason=unavailable
-        )
+            **base, value=None, value_text="not measured", verdict=named(INCONCLUSIVE), reason=unavailable
+        )  # fmt: skip
     measure = MEASURES[spec["measure"]]
     try:
         measurement = measure(tables, **dict(spec.get("args") or {}))
     except Missing as missing:
         return ClaimResult(
-            **base, value=None, value_text="not measured", verdict=INCONCLUSIVE, reason=str(missing)
-        )
+            **base, value=None, value_text="not measured", verdict=named(INCONCLUSIVE), reason=str(missing)
+        )  # fmt: skip
     verdict, reason = judge(spec["criterion"], measurement)
     return ClaimResult(
-        **base, value=measurement.value, value_text=measurement.text, verdict=verdict, reason=reason,
+        **base, value=measurement.value, value_text=measurement.text, verdict=named(verdict), reason=reason,
         interval=measurement.interval, detail=measurement.detail,
     )  # fmt: skip
 
@@ -750,6 +937,8 @@ def results_frame(results: list[ClaimResult], finding: str | None = None) -> pd.
             {
                 **({"finding": finding} if finding else {}),
                 "claim_id": r.id,
+                "kind": r.kind,
+                "retired": r.retired or "",
                 "claim": r.claim,
                 "published": r.published,
                 "criterion": r.criterion,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -165,7 +166,8 @@ def running_stats(configs: list[Config]) -> ProcedureResult:
 # scale-invariance
 # --------------------------------------------------------------------------------------------
 
-SCALE_FACTORS = (0.01, 0.1, 0.5, 2.0, 10.0, 100.0)
+# Weight scales a: 10^(k/4) from 1e-4 to 1e2, four per decade, a = 1 included.
+SCALE_FACTORS = tuple(10.0 ** (k / 4) for k in range(-16, 9))
 
 
 def _rel_error(value: Tensor, reference: Tensor) -> float:
@@ -173,11 +175,19 @@ def _rel_error(value: Tensor, reference: Tensor) -> float:
 
 
 def _bn(z: Tensor, norm: nn.BatchNorm1d, eps: float) -> Tensor:
-    """The layer's BN in training mode (batch statistics), with the given eps."""
+    """bnexp's own three lines of BN in training mode (batch statistics), with any eps: the
+    algebra of the identities, which torch's layer cannot run at eps = 0."""
     mean = z.mean(0, keepdim=True)
     var = z.var(0, unbiased=False, keepdim=True)
     y = (z - mean) / torch.sqrt(var + eps)
     return y * norm.weight + norm.bias if norm.affine else y
+
+
+def _torch_bn(norm: nn.BatchNorm1d) -> Callable[[Tensor], Tensor]:
+    """torch's own BatchNorm1d in training mode with its own eps, on a copy (so that the running
+    statistics of the trained layer are never touched)."""
+    layer = copy.deepcopy(norm).train()
+    return layer
 
 
 def scale_invariance(configs: list[Config]) -> ProcedureResult:
@@ -204,64 +214,68 @@ def scale_invariance(configs: list[Config]) -> ProcedureResult:
             u = earlier(u)
     W = block.weight_layer.weight.detach().clone()
     v = torch.randn(u.shape[0], W.shape[0], generator=generator, dtype=torch.float64)
+    # The smallest per-unit std of Wu over the batch (biased, as BN uses it): where a·σ_min is
+    # no longer large against sqrt(eps), eps stops being negligible and the invariance breaks.
+    sigma_min = float((u @ W.T).std(0, unbiased=False).min())
 
-    def forward(a: float, eps: float) -> Tensor:
+    def norm_of(layer: str, eps: float) -> Callable[[Tensor], Tensor]:
+        if layer == "torch":
+            return _torch_bn(block.norm)
+        return lambda z: _bn(z, block.norm, eps)
+
+    def forward(a: float, layer: str, eps: float) -> Tensor:
         with torch.no_grad():
-            return _bn(u @ (a * W).T, block.norm, eps)
+            return norm_of(layer, eps)(u @ (a * W).T)
 
-    def input_vjp(a: float, eps: float) -> Tensor:
+    def input_vjp(a: float, layer: str, eps: float) -> Tensor:
         uu = u.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad((_bn(uu @ (a * W).T, block.norm, eps) * v).sum(), uu)
+        (grad,) = torch.autograd.grad((norm_of(layer, eps)(uu @ (a * W).T) * v).sum(), uu)
         return grad
 
-    def weight_grad(a: float, eps: float) -> Tensor:
+    def weight_grad(a: float, layer: str, eps: float) -> Tensor:
         net = copy.deepcopy(model)
-        layer = hidden_blocks(net)[index]
+        scaled = hidden_blocks(net)[index]
         with torch.no_grad():
-            layer.weight_layer.weight.copy_(a * W)
-        # torch's batch_norm refuses eps=0 in training mode: use the same formula by hand.
-        layer.norm.forward = lambda z: _bn(z, layer.norm, eps)
+            scaled.weight_layer.weight.copy_(a * W)
+        if layer == "formula":
+            # torch's batch_norm refuses eps=0 in training mode: use the same formula by hand.
+            scaled.norm.forward = lambda z: _bn(z, scaled.norm, eps)
         loss = F.cross_entropy(net(x), y)
-        (grad,) = torch.autograd.grad(loss, layer.weight_layer.weight)
+        (grad,) = torch.autograd.grad(loss, scaled.weight_layer.weight)
         return grad
 
     rows = []
-    for eps in (0.0, layer_eps):
+    # The identities: bnexp's formula without eps (exact algebra, only rounding can break it).
+    # The claim: torch's own layer with its own eps (approximate; breaks for small a).
+    for layer, eps in (("formula", 0.0), ("torch", layer_eps)):
         ref_forward, ref_vjp, ref_grad = (
-            forward(1.0, eps),
-            input_vjp(1.0, eps),
-            weight_grad(1.0, eps),
+            forward(1.0, layer, eps),
+            input_vjp(1.0, layer, eps),
+            weight_grad(1.0, layer, eps),
         )
         for a in SCALE_FACTORS:
-            rows.append(
-                {
-                    "check": "forward",
-                    "a": a,
-                    "eps": eps,
-                    "rel_error": _rel_error(forward(a, eps), ref_forward),
-                }
-            )
-            rows.append(
-                {
-                    "check": "input_jacobian",
-                    "a": a,
-                    "eps": eps,
-                    "rel_error": _rel_error(input_vjp(a, eps), ref_vjp),
-                }
-            )
-            rows.append(
-                {
-                    "check": "weight_gradient",
-                    "a": a,
-                    "eps": eps,
-                    "rel_error": _rel_error(a * weight_grad(a, eps), ref_grad),
-                }
-            )
+            for check, error in (
+                ("forward", _rel_error(forward(a, layer, eps), ref_forward)),
+                ("input_jacobian", _rel_error(input_vjp(a, layer, eps), ref_vjp)),
+                ("weight_gradient", _rel_error(a * weight_grad(a, layer, eps), ref_grad)),
+            ):
+                rows.append(
+                    {
+                        "check": check,
+                        "layer": layer,
+                        "a": a,
+                        "eps": eps,
+                        "rel_error": error,
+                        "a_sigma_min": a * sigma_min,
+                    }
+                )
     notes = [
         f"layer {index + 1} of {len(blocks)} (Linear {W.shape[1]} -> {W.shape[0]}, BatchNorm1d eps={layer_eps:g}) "
-        f"after {outcome.steps_done} training steps; batch of {len(y)} training images; float64"
+        f"after {outcome.steps_done} training steps; batch of {len(y)} training images; float64; "
+        f"smallest per-unit std of Wu over the batch σ_min = {sigma_min:.3g} "
+        f"(a·σ_min = sqrt(eps) at a = {math.sqrt(layer_eps) / sigma_min:.3g})"
     ]
-    table = pd.DataFrame(rows, columns=["check", "a", "eps", "rel_error"])
+    table = pd.DataFrame(rows, columns=["check", "layer", "a", "eps", "rel_error", "a_sigma_min"])
     return ProcedureResult(
         {"scale_invariance": table}, data.source, len(data.y_train), len(data.y_test), notes
     )
