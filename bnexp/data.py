@@ -101,8 +101,50 @@ def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     train_idx = torch.cat(train_idx)[
         torch.randperm(len(labels) - 10 * BUNDLED_TEST_PER_CLASS, generator=generator)
     ]
+    # Shuffled too (drawn after the training order, which stays as it was): concatenated class
+    # by class, its first n images would be digits 0, 1, 2, ... only.
     test_idx = torch.cat(test_idx)
+    test_idx = test_idx[torch.randperm(len(test_idx), generator=generator)]
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+
+
+PROBE_SEED = 1234  # fixed: the probe batch is the same for every run of a dataset, any seed
+
+
+def probe_indices(labels: Tensor, size: int) -> Tensor:
+    """The fixed probe batch: `size` indices into the held-out set, class-balanced and shuffled.
+
+    Rule (stratified round-robin): each class's indices are put in a fixed random order; the
+    probe takes the first index of every class (in label order), then the second of every
+    class, and so on until it holds `size`, so each class gets size // classes images and the
+    first size % classes classes one more (a class with too few images gives what it has).
+    The chosen indices are then shuffled once. Every random draw comes from one generator
+    seeded with PROBE_SEED, so the probe depends only on the labels, never on the run's seed:
+    runs of one dataset measure the tracked unit on the same images.
+    """
+    if size > len(labels):
+        raise UserError(
+            f"probe_size={size} is not allowed: the held-out set has only {len(labels)} images. "
+            f"Choose probe_size between 1 and {len(labels)}."
+        )
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    classes = torch.unique(labels).tolist()  # sorted
+    positions, keys = [], []
+    for rank, label in enumerate(classes):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        positions.append(members)
+        # Round-robin order: the i-th image of class c comes at i * classes + rank.
+        keys.append(torch.arange(len(members)) * len(classes) + rank)
+    order = torch.argsort(torch.cat(keys))
+    chosen = torch.cat(positions)[order[:size]]
+    return chosen[torch.randperm(size, generator=generator)]
+
+
+def class_counts(labels: Tensor) -> dict[int, int]:
+    """{class: images} of a set of labels, in label order."""
+    values, counts = torch.unique(labels, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
 
 
 def network_reachable(

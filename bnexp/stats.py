@@ -182,7 +182,12 @@ def _mean_std(tensors: list[Tensor | None]) -> Tensor:
     if all(t is not None for t in tensors) and (matrix := _rows(tensors)) is not None:
         return torch.stack([matrix.mean(1), std(matrix, 1)], dim=1)
     return torch.stack(
-        [torch.stack([_flat(t).mean(), std(_flat(t))]) if t is not None else torch.full((2,), NAN) for t in tensors]
+        [
+            torch.stack([_flat(t).mean(), std(_flat(t))])
+            if t is not None
+            else torch.full((2,), NAN)
+            for t in tensors
+        ]
     )
 
 
@@ -190,7 +195,9 @@ def _means(tensors: list[Tensor | None]) -> Tensor:
     """mean of each tensor's elements; NaN where a tensor is missing. (layers × 1)"""
     if all(t is not None for t in tensors) and (matrix := _rows(tensors)) is not None:
         return matrix.mean(1, keepdim=True)
-    return torch.stack([_flat(t).mean() if t is not None else torch.tensor(NAN) for t in tensors]).unsqueeze(1)
+    return torch.stack(
+        [_flat(t).mean() if t is not None else torch.tensor(NAN) for t in tensors]
+    ).unsqueeze(1)
 
 
 def norm_parameter_stats(norms: list[nn.Module]) -> Tensor:
@@ -216,10 +223,13 @@ def layer_table(
     probe_pre: list[Tensor],
     unit: int,
     norms: list[nn.Module],
+    norm_stats: Tensor | None = None,
 ) -> Tensor:
     """All LAYER_STATS for every hidden layer: a (layers × len(LAYER_STATS)) float tensor.
 
     `update_ratio` is left NaN: it is known only after the optimiser step (see update_ratios).
+    `norm_stats`, when given, is norm_parameter_stats(norms) taken earlier (the training loop
+    reads the running statistics before the forward pass that updates them).
     """
     layers = len(weights)
     table = torch.cat([
@@ -231,7 +241,7 @@ def layer_table(
         moments(outputs),
         saturation_fraction(act, outputs),
         percentiles([unit_values(p, unit) for p in probe_pre]),
-        norm_parameter_stats(norms),
+        norm_parameter_stats(norms) if norm_stats is None else norm_stats,
     ], dim=1)  # fmt: skip
     assert table.shape == (layers, len(LAYER_STATS))
     return table.float()

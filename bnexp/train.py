@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnexp.config import Config, eval_interval, log_interval
-from bnexp.data import InMemoryData, batch_indices
+from bnexp.data import InMemoryData, batch_indices, probe_indices
 from bnexp.models import build_model, hidden_blocks
-from bnexp.probes import capture, probe_pre_activations
-from bnexp.stats import UPDATE_RATIO_COLUMN, layer_table, update_ratios
+from bnexp.probes import capture, frozen_running_stats, probe_pre_activations
+from bnexp.stats import UPDATE_RATIO_COLUMN, layer_table, norm_parameter_stats, update_ratios
 
 # on_log(metrics_row, layer_rows): metrics_row follows records.METRICS_COLUMNS; layer_rows are
 # [step, layer, *stats.LAYER_STATS] lists, one per hidden layer.
@@ -36,7 +36,9 @@ class Outcome:
     diverged_at_step: int | None
     wall_seconds: float  # training loop only, data loading excluded
     steps_per_second: float
-    model: nn.Module  # the trained network (in train mode), for measurements after training
+    # The trained network (in train mode), for measurements after training: its weights and
+    # its norms' running statistics come from exactly `steps_done` updates and batches.
+    model: nn.Module
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -66,8 +68,13 @@ def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[f
     return loss_sum / n, correct / n
 
 
-def measure_layers(cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor) -> Tensor:
-    """All layers' statistics at this step (before the update), as one tensor: layers × stats."""
+def measure_layers(
+    cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor, norm_stats: Tensor | None = None
+) -> Tensor:
+    """All layers' statistics at this step (before the update), as one tensor: layers × stats.
+
+    norm_stats: the norms' parameter and running-statistic columns, read before this step's
+    forward pass (None: read now)."""
     return layer_table(
         act=cfg.act.value,
         weights=[block.weight_layer.weight for block in blocks],
@@ -77,6 +84,7 @@ def measure_layers(cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor)
         probe_pre=probe_pre_activations(model, blocks, probe_x),
         unit=cfg.track_unit,
         norms=[block.norm for block in blocks],
+        norm_stats=norm_stats,
     )
 
 
@@ -89,9 +97,21 @@ def train(
 ) -> Outcome:
     """Trains the network `cfg` describes for cfg.steps optimiser steps.
 
-    Step t's row describes the network after t updates: its statistics come from the forward
-    and backward pass on batch t, its test metrics from the weights before update t. A final
-    row at t = cfg.steps measures the trained network (no update follows it).
+    Row t (a logged step t = 0, log_every, ..., and t = cfg.steps) describes the network after
+    t updates, i.e. trained on batches 0 .. t-1:
+    - test_loss/test_acc (eval mode, the norms' running statistics) and the norm columns
+      (gamma_*, beta_*, running_mean_mean, running_var_mean) are read BEFORE the forward pass
+      of batch t, so the running statistics are those of batches 0 .. t-1 (row 0: the initial
+      buffers, mean 0 and variance 1);
+    - the gradient, pre_*, act_* and grad_act columns come from the forward and backward pass
+      of batch t on those weights (train mode: batch statistics), and the unit_* columns from
+      the probe batch on those weights (train mode, running statistics left untouched);
+    - update_ratio is ||ΔW|| / ||W|| of update t, the one that follows (empty on the final row);
+    - train_loss/train_acc average batches s+1 .. t, each measured before its own update,
+      where s is the previous logged step (row 0: batch 0 alone).
+    The final row's forward pass (t = cfg.steps: no update follows) leaves the running
+    statistics untouched, so the returned model has seen exactly cfg.steps batches, like the
+    network of row t = cfg.steps.
     """
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.input_shape, data.num_classes)
@@ -101,7 +121,9 @@ def train(
     lr = optimizer.param_groups[0]["lr"]
     batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
     augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    probe_x = data.test_inputs[: cfg.probe_size]
+    # A fixed class-balanced sample of the held-out set, the same for every run of a dataset.
+    probe_x = data.test_inputs[probe_indices(data.y_test, cfg.probe_size)]
+    norms = [block.norm for block in blocks]
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
 
     def elapsed() -> float:
@@ -115,9 +137,18 @@ def train(
         x, y = data.train_batch(index)
         if augment is not None:
             x = augment(x, augment_generator)
-        logged = step % log_every == 0 or step == cfg.steps
+        final = step == cfg.steps
+        logged = step % log_every == 0 or final
+        test_loss, test_acc, norm_stats = None, None, None
+        if logged:  # the network after `step` updates, before batch `step` moves the running stats
+            if step % eval_every == 0 or final:
+                test_loss, test_acc = evaluate(model, data)
+            norm_stats = norm_parameter_stats(norms)
 
-        with capture(blocks) if logged else contextlib.nullcontext() as seen:
+        with (
+            capture(blocks) if logged else contextlib.nullcontext() as seen,
+            frozen_running_stats(model) if final else contextlib.nullcontext(),
+        ):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -125,7 +156,7 @@ def train(
 
         loss_value = loss.item()
         if not math.isfinite(loss_value):  # a divergence is a result: record it and stop
-            on_log([step, loss_value, None, None, None, lr, round(elapsed(), 3)], [])
+            on_log([step, loss_value, None, test_loss, test_acc, lr, round(elapsed(), 3)], [])
             return Outcome("diverged", step, step, elapsed(), step / elapsed(), model)
         loss_sum += loss_value
         # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
@@ -137,10 +168,8 @@ def train(
             optimizer.step()
             continue
 
-        stats = measure_layers(cfg, model, blocks, seen, probe_x)
-        evaluated = step % eval_every == 0 or step == cfg.steps
-        test_loss, test_acc = evaluate(model, data) if evaluated else (None, None)
-        if step < cfg.steps:
+        stats = measure_layers(cfg, model, blocks, seen, probe_x, norm_stats)
+        if not final:
             weights = [block.weight_layer.weight for block in blocks]
             weights_before = [w.detach().clone() for w in weights]
             optimizer.step()

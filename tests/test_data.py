@@ -7,7 +7,7 @@ import torch
 
 from bnexp import data as data_module
 from bnexp.config import UserError
-from bnexp.data import BUNDLED_SOURCE, batch_indices, load_data
+from bnexp.data import BUNDLED_SOURCE, batch_indices, load_data, probe_indices
 
 from synthetic_data import write_mnist
 
@@ -63,3 +63,41 @@ def test_batches_are_seeded_permutations_epoch_after_epoch():
     assert len(epoch.unique()) == 9  # 3 full batches of 3 per epoch, the last sample dropped
     with pytest.raises(UserError, match="batch_size=11"):
         next(batch_indices(10, 11, seed=0))
+
+
+def test_bundled_test_split_is_shuffled_so_no_prefix_is_one_class(bundled_data):
+    """The split is drawn class by class; its order must not be (a `[:n]` slice would then hold
+    digits 0, 1, 2 only)."""
+    labels = bundled_data.y_test
+    assert not torch.equal(labels, labels.sort().values)
+    # Every window of 100 consecutive test images holds all 10 digits, of 20 at least 5.
+    assert min(len(labels[i : i + 100].unique()) for i in range(len(labels) - 99)) == 10
+    assert min(len(labels[i : i + 20].unique()) for i in range(len(labels) - 19)) >= 5
+
+
+@pytest.mark.parametrize("size", [10, 64, 256, 1000, 7])
+def test_probe_is_class_balanced_and_fixed_whatever_the_torch_seed(bundled_data, size):
+    labels = bundled_data.y_test
+    torch.manual_seed(123)
+    probe = probe_indices(labels, size)
+    torch.manual_seed(456)
+    assert torch.equal(probe, probe_indices(labels, size))  # independent of the global RNG
+    assert len(probe.unique()) == size and 0 <= probe.min() and probe.max() < len(labels)
+    counts = torch.bincount(labels[probe], minlength=10).tolist()
+    # Round-robin over the 10 digits: size // 10 each, the first size % 10 digits one more.
+    assert counts == [size // 10 + (digit < size % 10) for digit in range(10)]
+    # ... and shuffled: the probe is not grouped by class.
+    assert not torch.equal(labels[probe], labels[probe].sort().values)
+
+
+def test_probe_of_a_class_sorted_unbalanced_set_mixes_classes_and_takes_what_a_class_has():
+    labels = torch.cat([torch.zeros(3), torch.ones(50), torch.full((50,), 2.0)]).long()
+    probe = probe_indices(labels, 30)
+    assert torch.bincount(labels[probe]).tolist() == [3, 14, 13]  # class 0 has only 3
+    assert labels[probe[:10]].unique().numel() >= 2
+    assert torch.equal(probe, probe_indices(labels.clone(), 30))
+
+
+def test_probe_larger_than_the_held_out_set_is_a_user_error(bundled_data):
+    with pytest.raises(UserError, match="probe_size=1001 .* only 1000"):
+        probe_indices(bundled_data.y_test, 1001)

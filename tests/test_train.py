@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+from bnexp.data import probe_indices
 from bnexp.models import build_model, hidden_blocks
 from bnexp.probes import capture, probe_pre_activations
 from bnexp.records import LAYERS_COLUMNS, METRICS_COLUMNS
 from bnexp.stats import LAYER_STATS
-from bnexp.train import train
+from bnexp.train import evaluate, train
 
 from conftest import make_config
 
@@ -114,3 +116,58 @@ def test_divergence_is_a_result(bundled_data):
     assert metrics[-1][0] == outcome.diverged_at_step
     assert not math.isfinite(metrics[-1][1])
     assert layers  # what was logged before is kept
+
+
+def test_row_0_holds_the_initial_running_statistics_and_the_model_saw_exactly_steps_batches(
+    bundled_data,
+):
+    """Row t is the network after t updates: at row 0 BN's running statistics are the initial
+    buffers (mean 0, variance 1), although batch 0's forward pass has run; the final row's
+    forward pass (no update follows) does not count a batch."""
+    cfg = make_config(depth=3, width=16, steps=12, log_every=4, probe_size=32)
+    outcome, _, layers = collect(cfg, bundled_data)
+    assert column(layers, "running_mean_mean", step=0) == [0.0, 0.0, 0.0]
+    assert column(layers, "running_var_mean", step=0) == [1.0, 1.0, 1.0]
+    assert all(v != 0.0 for v in column(layers, "running_mean_mean", step=4))  # batches 0-3
+    norms = [m for m in outcome.model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(norms) == 3 and all(int(m.num_batches_tracked) == 12 for m in norms)
+    # The final row's running statistics are the returned model's.
+    for layer, norm in enumerate(norms, start=1):
+        (mean,) = column(layers, "running_mean_mean", layer=layer, step=12)
+        assert mean == pytest.approx(norm.running_mean.mean().item(), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_row_t_equals_the_final_row_of_a_run_trained_for_exactly_t_steps(bundled_data, norm):
+    """Every column of row 5 of a 15-step run (test metrics, running statistics, gradients,
+    probe) equals the final row of the same run stopped after 5 steps, and evaluating that
+    run's returned model gives row 5's test metrics: rows are one state, not one batch ahead."""
+    common = dict(depth=2, width=16, log_every=5, eval_every=5, probe_size=32, **{"norm.name": norm})
+    _, long_metrics, long_layers = collect(make_config(steps=15, **common), bundled_data)
+    short, short_metrics, short_layers = collect(make_config(steps=5, **common), bundled_data)
+    ratio = LAYERS_COLUMNS.index("update_ratio")
+    row5 = [r for r in long_layers if r[0] == 5]
+    final = [r for r in short_layers if r[0] == 5]
+    assert all(math.isfinite(r[ratio]) for r in row5) and all(math.isnan(r[ratio]) for r in final)
+    drop = lambda rows: [r[:ratio] + r[ratio + 1 :] for r in rows]  # noqa: E731
+    assert str(drop(row5)) == str(drop(final))  # str: NaN (no norm) prints equal
+    (long5,) = [m for m in long_metrics if m[0] == 5]
+    assert long5[:-1] == short_metrics[-1][:-1]  # all but elapsed_s
+    test_loss, test_acc = evaluate(short.model, bundled_data)
+    assert (test_loss, test_acc) == (long5[3], long5[4])
+
+
+def test_probe_columns_come_from_the_recorded_probe_images(bundled_data):
+    """Row 0's unit percentiles, recomputed by hand: the untrained network (same seed) on the
+    test images at probe_indices, in train mode, the tracked unit's input."""
+    cfg = make_config(depth=2, width=16, steps=2, log_every=2, probe_size=40, track_unit=3)
+    _, _, layers = collect(cfg, bundled_data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, bundled_data.input_shape, 10).train()
+    probe = bundled_data.test_inputs[probe_indices(bundled_data.y_test, 40)]
+    with torch.no_grad(), capture(hidden_blocks(model), grads=False) as seen:
+        model(probe)
+    for layer, pre in enumerate(seen.pre, start=1):
+        expected = torch.quantile(pre[:, 3], torch.tensor([0.15, 0.5, 0.85])).tolist()
+        got = [column(layers, f"unit_p{q}", layer=layer, step=0)[0] for q in (15, 50, 85)]
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
