@@ -16,9 +16,10 @@ bit-identically to one with it off, so every pass here goes through `sandbox(mod
   use), so a stochastic layer (noisy BN, dropout) draws the same noise in every pass: the noise
   of the training step that follows, if the measurement runs just before that step's forward
   pass. On exit the RNG is put back in that state;
-- attributes a layer rebinds during a forward pass (noisy BN caches its step's noise in
-  `_scale`/`_shift`) are put back on exit, so a later pass of the training loop (the probe
-  batch) sees what it would have seen without the measurement.
+- attributes a layer rebinds during a forward pass (noisy BN counts its training passes in
+  `noise_steps` and draws its noise from that count) are put back before every pass and on
+  exit: every pass draws the same noise, and the training loop's next pass sees the count it
+  would have seen without the measurement.
 
 Forward hooks registered on the model still fire in these passes: call the measurements outside
 any hook context (bnexp.probes.capture).
@@ -60,15 +61,7 @@ def sandbox(model: nn.Module) -> Iterator[SandboxForward]:
     buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     attributes = [(module, dict(vars(module))) for module in model.modules()]
 
-    def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        rng.restore()
-        fresh_buffers = {name: buffer.clone() for name, buffer in buffers.items()}
-        return functional_call(model, {**fresh_buffers, **params}, (x,))
-
-    try:
-        yield forward
-    finally:
-        rng.restore()
+    def restore_attributes() -> None:
         for module, saved in attributes:
             current = vars(module)
             for key in [key for key in current if key not in saved]:
@@ -76,6 +69,18 @@ def sandbox(model: nn.Module) -> Iterator[SandboxForward]:
             for key, value in saved.items():
                 if current.get(key) is not value:
                     current[key] = value
+
+    def forward(params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        rng.restore()
+        restore_attributes()
+        fresh_buffers = {name: buffer.clone() for name, buffer in buffers.items()}
+        return functional_call(model, {**fresh_buffers, **params}, (x,))
+
+    try:
+        yield forward
+    finally:
+        rng.restore()
+        restore_attributes()
         # Defensive: nothing above writes to the model's buffers, but a layer could mutate one
         # that it reached some other way. Restore only if changed (a copy_ bumps the version).
         with torch.no_grad():

@@ -13,11 +13,22 @@ from torch import nn
 from bnexp.cnn import build_cnn
 from bnexp.ics import internal_covariate_shift
 from bnexp.models import Block, build_mlp, hidden_blocks
+from bnexp.renorm import BatchRenorm1d, RenormSchedule
 
 
 def mlp(norm: str, depth: int = 3, act: str = "sigmoid", seed: int = 0) -> nn.Module:
+    """norm="renorm": batch renorm with its schedule already relaxed (r and d active) and
+    running statistics away from the batch's, so that r and d are not 1 and 0."""
     torch.manual_seed(seed)
-    return build_mlp(6, 4, depth=depth, width=8, act=act, norm=norm)
+    model = build_mlp(
+        6, 4, depth=depth, width=8, act=act, norm="batch" if norm == "renorm" else norm
+    )
+    if norm == "renorm":
+        for block in hidden_blocks(model):
+            block.norm = BatchRenorm1d(8, momentum=0.1, schedule=RenormSchedule(scale=1e-4))
+            block.norm.running_mean.uniform_(-1, 1)
+            block.norm.running_var.uniform_(0.5, 2)
+    return model
 
 
 def cnn(norm: str, seed: int = 0) -> nn.Module:
@@ -54,7 +65,9 @@ def block_parameter_names(model: nn.Module, moved: str) -> list[list[str]]:
 def hand_ics_sgd(model, x, y, *, lr, momentum, weight_decay, optimizer, moved):
     """G and G' of every hidden layer, written out from Definition 2.1 with torch's SGD update
     rule (d = g + wd·w; buf = momentum·buf + d, or d itself on the first step; w -= lr·buf) on
-    deep copies of the network: no bnexp code beyond the model."""
+    deep copies of the network: no bnexp code beyond the model. Each copy starts from the
+    network's buffers (running statistics, renorm's step) and noise-step counters, so every
+    pass sees the same running statistics and draws the same noise."""
     params = dict(model.named_parameters())
     reference = copy.deepcopy(model)
     F.cross_entropy(reference(x), y).backward()
@@ -92,7 +105,7 @@ def assert_matches(result, g_before, g_after) -> None:
         assert result.grad_norm_after[i] == pytest.approx(float(b.norm()), rel=1e-6), i
 
 
-@pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.parametrize("norm", ["batch", "none", "noisy", "renorm"])
 @pytest.mark.parametrize("moved", ["block", "weight"])
 def test_mlp_matches_hand_computation_with_momentum_and_weight_decay(norm, moved):
     model = mlp(norm)
