@@ -83,15 +83,17 @@ def build_cnn(
     norm_momentum: float = 0.1,
     norm_eps: float = 1e-5,
     norm_groups: int | None = None,
-    norm_noise_shift: float = 1.0,
-    norm_noise_scale: float = 2.0,
+    norm_noise_shift: float = 0.5,
+    norm_noise_scale: float = 1.25,
+    norm_noise_shift_jitter: float = 0.1,
+    norm_noise_scale_jitter: float = 0.1,
     channels_last: bool | None = None,
 ) -> CNN:
     """The CNN for images of `input_shape` = (C, H, W); see the module docstring."""
     if len(input_shape) != 3:
         raise ValueError(f"build_cnn needs images shaped (C, H, W), got {tuple(input_shape)}")
     in_channels = input_shape[0]
-    bias = norm == "none" or placement == "post"
+    bias = norm in ("none", "noise_only") or placement == "post"
     stages, channels = [], in_channels
     for stage, size in enumerate(stage_sizes(depth)):
         blocks = []
@@ -102,6 +104,7 @@ def build_cnn(
                 norm, out, spatial=True, affine=affine,
                 momentum=norm_momentum, eps=norm_eps, groups=norm_groups,
                 noise_shift=norm_noise_shift, noise_scale=norm_noise_scale,
+                noise_shift_jitter=norm_noise_shift_jitter, noise_scale_jitter=norm_noise_scale_jitter,
             )  # fmt: skip
             blocks.append(Block(conv, norm_layer, make_activation(act), placement))
             channels = out

@@ -42,7 +42,8 @@ class ModelName(Enum):
 
 class NormName(Enum):
     batch = "batch"
-    noisy = "noisy"
+    noisy = "noisy"  # BN + Santurkar et al.'s per-activation noise (bnexp/layers.py)
+    noise_only = "noise_only"  # the same noise without BN
     layer = "layer"
     group = "group"
     none = "none"
@@ -95,10 +96,14 @@ class NormConfig:
     momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
     eps: float = 1e-5
     groups: int | None = None  # GroupNorm groups; None = largest divisor of the channels <= 32
-    # noisy only: each step, per unit, s * BN(x) + m with m ~ U(-noise_shift, noise_shift)
-    # and s ~ U(1, noise_scale) (Santurkar et al. 2018), in the units of BN's output.
-    noise_shift: float = 1.0
-    noise_scale: float = 2.0
+    # noisy / noise_only (Santurkar et al. 2018, Algorithm 1; defaults = the paper's constants):
+    # each step, per unit, mu ~ U(-noise_shift, noise_shift) and sigma ~ U(1, noise_scale); per
+    # activation, shift m ~ U(mu -/+ noise_shift_jitter), scale s ~ N(sigma, noise_scale_jitter^2);
+    # output s * a + m, in the units of BN's output. Jitters of 0: one s, m per unit per step.
+    noise_shift: float = 0.5
+    noise_scale: float = 1.25
+    noise_shift_jitter: float = 0.1
+    noise_scale_jitter: float = 0.1
 
 
 @dataclass
@@ -174,6 +179,8 @@ def validate(cfg: Config) -> None:
         "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
         "norm.momentum": cfg.norm.momentum, "norm.eps": cfg.norm.eps,
         "norm.noise_shift": cfg.norm.noise_shift, "norm.noise_scale": cfg.norm.noise_scale,
+        "norm.noise_shift_jitter": cfg.norm.noise_shift_jitter,
+        "norm.noise_scale_jitter": cfg.norm.noise_scale_jitter,
     }  # fmt: skip
     for key, value in numbers.items():
         if not math.isfinite(value):  # nan/inf pass every comparison below unnoticed
@@ -187,12 +194,22 @@ def validate(cfg: Config) -> None:
     if cfg.norm.eps <= 0:
         raise UserError(f"norm.eps={cfg.norm.eps} is not allowed: it must be > 0.")
     if cfg.norm.noise_shift < 0:
-        raise UserError(f"norm.noise_shift={cfg.norm.noise_shift} is not allowed: it must be >= 0.")
+        raise UserError(
+            f"norm.noise_shift={cfg.norm.noise_shift} is not allowed: it must be >= 0 "
+            "(each step's per-unit shift mu is drawn from U(-noise_shift, noise_shift))."
+        )
     if cfg.norm.noise_scale < 1:
         raise UserError(
             f"norm.noise_scale={cfg.norm.noise_scale} is not allowed: it must be >= 1 "
-            "(scales are drawn from U(1, noise_scale))."
+            "(each step's per-unit scale sigma is drawn from U(1, noise_scale))."
         )
+    for key in ("noise_shift_jitter", "noise_scale_jitter"):
+        value = getattr(cfg.norm, key)
+        if value < 0:
+            raise UserError(
+                f"norm.{key}={value} is not allowed: it must be >= 0 (0: every sample of the "
+                "batch gets its unit's scale and shift)."
+            )
     if cfg.norm.name in (NormName.batch, NormName.noisy) and cfg.batch_size < 2:
         raise UserError(
             f"batch_size={cfg.batch_size} is not allowed with norm={cfg.norm.name.value}: batch normalization "
@@ -228,8 +245,8 @@ def config_hash(cfg: Any) -> str:
     plain = to_container(cfg)
     for key in ("plots",):
         plain.pop(key, None)
-    if plain.get("norm", {}).get("name") != NormName.noisy.value:
-        for key in ("noise_shift", "noise_scale"):
+    if plain.get("norm", {}).get("name") not in (NormName.noisy.value, NormName.noise_only.value):
+        for key in ("noise_shift", "noise_scale", "noise_shift_jitter", "noise_scale_jitter"):
             plain["norm"].pop(key, None)
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bnexp.layers import make_activation, make_norm
+from bnexp.layers import make_activation, make_norm, seed_noise
 
 
 class Block(nn.Module):
@@ -55,14 +55,16 @@ def build_mlp(
     norm_momentum: float = 0.1,
     norm_eps: float = 1e-5,
     norm_groups: int | None = None,
-    norm_noise_shift: float = 1.0,
-    norm_noise_scale: float = 2.0,
+    norm_noise_shift: float = 0.5,
+    norm_noise_scale: float = 1.25,
+    norm_noise_shift_jitter: float = 0.1,
+    norm_noise_scale_jitter: float = 0.1,
 ) -> MLP:
     blocks = []
     for i in range(depth):
         # A norm right after the Linear subtracts the mean, which makes the bias redundant:
         # drop it, as the BN paper does.
-        bias = norm == "none" or placement == "post"
+        bias = norm in ("none", "noise_only") or placement == "post"
         linear = nn.Linear(in_features if i == 0 else width, width, bias=bias)
         norm_layer = make_norm(
             norm,
@@ -74,6 +76,8 @@ def build_mlp(
             groups=norm_groups,
             noise_shift=norm_noise_shift,
             noise_scale=norm_noise_scale,
+            noise_shift_jitter=norm_noise_shift_jitter,
+            noise_scale_jitter=norm_noise_scale_jitter,
         )
         blocks.append(Block(linear, norm_layer, make_activation(act), placement))
     return MLP(in_features, num_classes, blocks, width)
@@ -110,6 +114,8 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
         placement=cfg.placement.value, affine=cfg.affine, norm_momentum=cfg.norm.momentum,
         norm_eps=cfg.norm.eps, norm_groups=cfg.norm.groups,
         norm_noise_shift=cfg.norm.noise_shift, norm_noise_scale=cfg.norm.noise_scale,
+        norm_noise_shift_jitter=cfg.norm.noise_shift_jitter,
+        norm_noise_scale_jitter=cfg.norm.noise_scale_jitter,
     )  # fmt: skip
     if cfg.model.name.value == "cnn":
         from bnexp.cnn import build_cnn
@@ -121,4 +127,5 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
             in_features *= size
         model = build_mlp(in_features, num_classes, **common)
     initialize(model, cfg.init.value, cfg.init_std)
+    seed_noise(model, cfg.seed)  # noisy norms draw from their own generators (bnexp/layers.py)
     return model

@@ -9,15 +9,16 @@ import torch
 from torch import nn
 
 from bnexp.config import UserError
-from bnexp.layers import NoisyBatchNorm1d, NoisyBatchNorm2d, default_groups, make_norm
+from bnexp.layers import ActivationNoise, NoisyBatchNorm1d, default_groups, make_norm
 from bnexp.models import build_mlp, build_model, hidden_blocks, initialize
 
 from conftest import make_config
 
 NORM_TYPES = {
-    "batch": nn.BatchNorm1d, "noisy": NoisyBatchNorm1d, "layer": nn.LayerNorm,
-    "group": nn.GroupNorm, "none": nn.Identity,
+    "batch": nn.BatchNorm1d, "noisy": NoisyBatchNorm1d, "noise_only": ActivationNoise,
+    "layer": nn.LayerNorm, "group": nn.GroupNorm, "none": nn.Identity,
 }  # fmt: skip
+UNNORMALIZED = ("none", "noise_only")  # no norm: the Linear keeps its bias, nothing is learnable
 ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 
 
@@ -33,9 +34,11 @@ def test_mlp_structure(norm, placement, affine, act):
         assert isinstance(block.norm, NORM_TYPES[norm])
         assert isinstance(block.act, ACT_TYPES[act])
         # The bias is redundant only when a norm directly follows the Linear.
-        assert (block.weight_layer.bias is None) == (norm != "none" and placement == "pre")
+        assert (block.weight_layer.bias is None) == (
+            norm not in UNNORMALIZED and placement == "pre"
+        )
         has_affine = any(p.requires_grad for p in block.norm.parameters())
-        assert has_affine == (affine and norm != "none")
+        assert has_affine == (affine and norm not in UNNORMALIZED)
     x = torch.randn(8, 1, 28, 28)
     assert model(x).shape == (8, 10)
 
@@ -84,34 +87,4 @@ def test_build_model_from_config_is_seed_deterministic():
         assert torch.equal(pa, pb)
 
 
-def test_noisy_norm_moves_each_unit_at_random_every_training_step():
-    torch.manual_seed(0)
-    norm = make_norm("noisy", 50, spatial=False, affine=True, noise_shift=1.0, noise_scale=3.0)
-    x = torch.randn(400, 50) * 4 + 7
-    clean = nn.functional.batch_norm(x, None, None, training=True)  # BN's output, gamma=1 beta=0
-    first, second = norm(x), norm(x)  # two training steps (autograd on)
-    for out in (first, second):
-        # Per unit an affine map of BN's output: s * BN(x) + m with s in [1, 3], m in [-1, 1].
-        scale = out.std(0, unbiased=False) / clean.std(0, unbiased=False)
-        shift = out.mean(0)
-        assert ((scale > 1 - 1e-4) & (scale < 3 + 1e-4)).all() and (shift.abs() <= 1 + 1e-5).all()
-        assert scale.std() > 0.2 and shift.std() > 0.2  # different noise for different units
-    assert not torch.allclose(first, second)  # redrawn each step
-    with torch.no_grad():  # a probe pass without autograd sees the current step's noise
-        assert torch.equal(norm(x), second)
-    norm.eval()  # inference: the noise's expectation, s = (1 + 3) / 2, m = 0
-    expected = nn.functional.batch_norm(x, norm.running_mean, norm.running_var, training=False) * 2.0
-    assert torch.allclose(norm(x), expected, atol=1e-5)
-
-
-def test_noisy_norm_is_seeded_and_exists_for_feature_maps():
-    def outputs(seed):
-        torch.manual_seed(seed)
-        norm = make_norm("noisy", 4, spatial=True, affine=False, noise_shift=0.5, noise_scale=2.0)
-        assert isinstance(norm, NoisyBatchNorm2d)
-        return norm(torch.arange(2 * 4 * 3 * 3, dtype=torch.float32).view(2, 4, 3, 3))
-
-    assert torch.equal(outputs(1), outputs(1)) and not torch.equal(outputs(1), outputs(2))
-    maps = outputs(1)
-    per_channel_shift = maps.mean(dim=(0, 2, 3))  # BN's output has mean 0 per channel
-    assert (per_channel_shift.abs() <= 0.5 + 1e-5).all() and per_channel_shift.std() > 0
+# The noisy norms (norm=noisy, norm=noise_only) are tested in tests/test_noisy.py.

@@ -192,5 +192,6 @@ def test_tiny_fig1_and_noisy_bn_end_to_end_and_rerun_skips(tmp_path):
     assert len(runs) == 2  # fig1-dist read fig1's runs instead of training its own
     second = bnexp(*args[:3], *args[3:])
     assert second.returncode == 0
-    assert len(list((tmp_path / "runs" / "noisy-bn").glob("*/*/meta.json"))) == 3
-    assert second.stdout.count("skipped (already completed)") == 2 + 3
+    # noisy-bn: BN, noisy BN, no BN and no BN + noise (norm=noise_only), one seed each.
+    assert len(list((tmp_path / "runs" / "noisy-bn").glob("*/*/meta.json"))) == 4
+    assert second.stdout.count("skipped (already completed)") == 2 + 4
