@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--steps 3000] [--threads 2] [--fig1]
     python scripts/bench.py --model cnn [--steps 300] [--batch-size 128] [--threads 2]
+    python scripts/bench.py --data fashion_mnist [--data-root DIR]   (default: mnist)
 
 All three train the same model (3x100 sigmoid MLP with BN, batch 60) on the same in-memory
 MNIST batches in one process:
@@ -15,6 +16,12 @@ robust to other jobs on a shared machine), best of interleaved rounds, and the r
 --fig1 also times the BN paper's Figure 1 configuration: 50,000 steps, batch 60, evaluation
 every 500 steps (target: under 60 s per run). Peak memory (max RSS) is printed after each
 part, so growth with the number of steps shows.
+
+--data picks the MLP's dataset as `bnexp run data=...` does with data.source=auto and no
+download: `mnist` is full MNIST when its files are under --data-root, else the bundled
+4,000-image subset; `fashion_mnist` is the 60,000-image Fashion-MNIST. The loading time and
+(d) the cost of one evaluation on the whole test set against a training step are printed, with
+the share of a default run's training time that its default evaluations take.
 
 --model cnn times the default CNN instead (the config `bnexp run model=cnn` composes, at batch
 128) on synthetic CIFAR-shaped data: random uint8 3×32×32 images held in memory like the real
@@ -248,6 +255,29 @@ def bench_cnn(args) -> None:
         )
 
 
+def evaluation_cost(cfg: Config, data: InMemoryData, repeats: int = 5) -> tuple[float, float]:
+    """CPU seconds of one evaluation on the whole test set and of one training step (bare
+    loop: batch, forward, backward, SGD), best of `repeats` after a warm-up."""
+    torch.manual_seed(0)
+    model = build_model(cfg, data.input_shape, data.num_classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
+
+    def steps(n: int) -> None:
+        for _ in range(n):
+            x, y = data.train_batch(next(batches))
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    steps(50)
+    evaluate(model, data)  # warm-up
+    step = min(timed(lambda: steps(200))[1] for _ in range(repeats)) / 200
+    evaluation = min(timed(lambda: evaluate(model, data))[1] for _ in range(repeats))
+    return evaluation, step
+
+
 def make_config_like(cfg: Config, **changes) -> Config:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg), changes))
 
@@ -259,6 +289,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what bnexp run uses: 1 for the MLP, 2 for the CNN)")
     parser.add_argument("--repeats", type=int, default=None, help="best of N interleaved rounds; default 5 (mlp), 3 (cnn)")
     parser.add_argument("--fig1", action="store_true", help="also time the 50,000-step Figure 1 run")
+    parser.add_argument(
+        "--data", choices=["mnist", "fashion_mnist"], default="mnist", help="mlp only: data=..."
+    )
+    parser.add_argument("--data-root", default="~/.cache/bnexp/data", help="mlp only: data.root")
     parser.add_argument("--batch-size", type=int, default=128, help="cnn only")
     parser.add_argument("--cnn-train", type=int, default=50_000, help="cnn only: synthetic training images")
     # 4,000 test images evaluated 3 times in 300 steps: the evaluation work per step of a default
@@ -275,8 +309,13 @@ def main() -> None:
     args.steps = args.steps if args.steps is not None else 5000
     args.repeats = args.repeats or 5
 
-    data = load_data("mnist", "~/.cache/bnexp/data", "auto", False, False)
-    print(f"data: {data.source}, {len(data.y_train)} train images; torch {torch.__version__}, {args.threads} threads")
+    start = time.perf_counter()
+    data = load_data(args.data, args.data_root, "auto", False, False)
+    print(
+        f"data: {args.data} from {data.source}, {len(data.y_train)} train / {len(data.y_test)} test images, "
+        f"loaded in {time.perf_counter() - start:.2f} s (peak RSS {peak_rss_mb():.0f} MB); torch "
+        f"{torch.__version__}, {args.threads} threads"
+    )
     cfg = make_config(steps=args.steps)
     loader_cfg = make_config(steps=min(args.steps, 1000))
     plain_loop(make_config(steps=200), data)  # warm-up
@@ -307,6 +346,16 @@ def main() -> None:
     )
     print(f"    median over the {len(paired)} rounds of b/a in CPU time: {paired[len(paired) // 2]:.2f} (range {paired[0]:.2f}-{paired[-1]:.2f})")
     print(f"b/c = {rate['bnexp'] / rate['loader']:.1f} wall, {cpu_rate['bnexp'] / cpu_rate['loader']:.1f} CPU time (target >= 4)")
+    evaluation, step = evaluation_cost(cfg, data)
+    every = eval_interval(cfg)
+    # Evaluated at steps 0, every, 2 every, ... and at the last step.
+    evaluations = cfg.steps // every + 1 + (cfg.steps % every != 0)
+    share = evaluations * evaluation / (evaluations * evaluation + cfg.steps * step)
+    print(
+        f"(d) one evaluation on {len(data.y_test):,} test images: {evaluation * 1e3:.1f} ms CPU = "
+        f"{evaluation / step:.0f} training steps ({step * 1e3:.3f} ms each); a {cfg.steps:,}-step run's "
+        f"default eval_every={every} gives {evaluations} evaluations: {100 * share:.1f}% of the bare loop's time"
+    )
 
     if args.fig1:
         fig1 = make_config(steps=50_000, batch_size=60, eval_every=500)
