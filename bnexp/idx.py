@@ -38,26 +38,31 @@ def missing_files(folder: Path) -> list[str]:
 
 def gunzip(source: Path, target: Path) -> None:
     """Unpacks `source` (gzip) into `target`, atomically; `source` is only read."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+        )
+    except OSError as error:
+        raise UserError(
+            f"cannot unpack {source} into {target.parent}: the directory cannot be written "
+            f"({error}). Set data.root to a writable directory."
+        ) from None
     try:
         with gzip.open(source, "rb") as packed, os.fdopen(handle, "wb") as unpacked:
             shutil.copyfileobj(packed, unpacked, length=1 << 20)
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from other users of data.root
         os.replace(temporary, target)
     except (OSError, EOFError, zlib.error) as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        if isinstance(error, PermissionError) or not os.access(target.parent, os.W_OK):
+        if isinstance(error, gzip.BadGzipFile | EOFError | zlib.error):
             raise UserError(
-                f"cannot unpack {source} into {target.parent}: the directory is not writable "
-                f"({error}). Set data.root to a writable directory."
+                f"cannot unpack {source}: it is not a complete gzip file ({type(error).__name__}: "
+                f"{error}). Delete it and get the file again."
             ) from None
         raise UserError(
-            f"cannot unpack {source}: it is not a complete gzip file ({type(error).__name__}: "
-            f"{error}). Delete it and get the file again."
+            f"cannot unpack {source} into {target} ({type(error).__name__}: {error})."
         ) from None
 
 

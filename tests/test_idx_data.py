@@ -322,3 +322,13 @@ def test_finding_figure_titles_name_the_dataset_of_their_runs():
     runs = pd.DataFrame({"run_id": ["a"], "status": ["completed"], "data": ["fashion_mnist"]})
     fig = FIGURES["fig1"](FigureContext(Tables(runs, pd.DataFrame(), pd.DataFrame()), finding, []))
     assert "Fashion-MNIST, 3x100 sigmoid MLP" in " ".join(t.get_text() for t in fig.texts)
+
+
+def test_a_data_root_that_cannot_be_written_is_a_user_error(tmp_path, system_copy):
+    root = tmp_path / "a-file"
+    root.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot be written") as error:
+        load_data("fashion_mnist", root, "auto", False, False)
+    assert str(root / "FashionMNIST" / "raw") in str(error.value) and "data.root" in str(
+        error.value
+    )
