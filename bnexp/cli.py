@@ -115,16 +115,19 @@ def hydra_run(cfg: DictConfig) -> str | None:
 
 def run_command(args: list[str]) -> int:
     from bnexp.overrides import check_overrides, split_command_line
-    from bnexp.sweep import LAST_SWEEP
+    from bnexp.sweep import LAST_SWEEP, LaunchError
 
     flags, overrides = split_command_line(args)
     if not {"--help", "-h", "--hydra-help"} & set(flags):
         check_overrides(overrides)
     sys.argv = ["bnexp", *args]
     LAST_SWEEP.clear()
-    hydra_run()
+    try:
+        hydra_run()
+    except LaunchError as error:
+        raise UserError(str(error)) from None
     statuses = LAST_SWEEP.get("statuses")
-    if statuses and (statuses.get("failed", 0) or statuses.get("interrupted", 0)):
+    if statuses and any(statuses.get(s, 0) for s in ("failed", "interrupted", "stale")):
         return 1
     return 0
 

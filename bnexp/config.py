@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -156,6 +157,10 @@ def eval_interval(cfg: Config) -> int:
     return every * max(1, round(cfg.steps / 20 / every))
 
 
+# torch seeds are 64-bit; the augmentation generator takes seed + 1.
+MAX_SEED = 2**63 - 2
+
+
 def validate(cfg: Config) -> None:
     """Checks what types cannot: ranges and combinations. Raises UserError."""
     positive = {
@@ -174,6 +179,16 @@ def validate(cfg: Config) -> None:
             raise UserError(
                 f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
             )
+    cores = os.cpu_count() or 1
+    if cfg.threads is not None and cfg.threads > cores:  # torch crashes on absurd counts
+        raise UserError(
+            f"threads={cfg.threads} is not allowed: this machine has {cores} logical cores; "
+            f"choose threads between 1 and {cores} (or null for automatic)."
+        )
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(
+            f"seed={cfg.seed} is not allowed: seed must be an integer between 0 and {MAX_SEED}."
+        )
     numbers = {
         "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
         "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,

@@ -32,7 +32,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bnexp import plots, style
+from bnexp.outdir import make_output_dir
 from bnexp.plots import format_value
+from bnexp.runstatus import RESUME_HINT, STALE, run_status, stale_reason
 
 # Keys that never make two runs different experiments: the seed is aggregated over, the rest
 # changes where or how often things are written, not what is learnt.
@@ -146,7 +148,7 @@ def collect(
 def summarize_run(run: plots.Run, target: float) -> dict[str, Any]:
     tested = run.metrics.dropna(subset=["test_acc"])
     reached = tested[tested["test_acc"] >= target]
-    status = run.status
+    status = run_status(run.meta) if run.meta else run.status  # "stale": running, process gone
     error = run.meta.get("error") or ""
     if not run.meta and run.metrics.empty:
         status = "failed"
@@ -179,6 +181,11 @@ def status_warnings(run: plots.Run, row: dict[str, Any]) -> list[str]:
     last_step = run.metrics["step"].max()
     if status == "running":
         return [f"run {where} is still running: using its logged steps up to step {last_step:,.0f}"]
+    if status == STALE:
+        return [
+            f"run {where} is stale: meta.json says running, but {stale_reason(run.meta)}; "
+            f"plotted up to step {last_step:,.0f}. To finish it, {RESUME_HINT}"
+        ]
     if status == "interrupted":
         return [f"run {where} was interrupted: plotted up to step {last_step:,.0f}"]
     if not run.meta:
@@ -1350,7 +1357,7 @@ def main(argv: list[str]) -> int:
             return 2
         run_dirs += found
     run_dirs = find_runs(run_dirs)  # the same run reached through two paths counts once
-    out_dir = Path(args.out) if args.out else paths[0] / "figures"
+    out_dir = make_output_dir("--out", Path(args.out) if args.out else paths[0] / "figures")
     runs, layers, metrics, warnings = collect(run_dirs, target=args.target)
     written = make_figures(
         runs, layers, metrics, out_dir, warnings=warnings, target=args.target, sources=args.paths

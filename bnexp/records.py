@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,16 @@ class CsvStream:
         self._file.close()
 
 
+# A list of integers only (e.g. probe_indices) as json.dumps(indent=2) spreads it, one per
+# line; written on one line instead. Raw newlines never occur inside a JSON string.
+_INT_LIST = re.compile(r"\[\n\s*-?\d+(?:,\n\s*-?\d+)*\n\s*\]")
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
+    text = _INT_LIST.sub(lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "), text)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
 
 

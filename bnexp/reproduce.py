@@ -53,6 +53,7 @@ from bnexp.claims import (
 from bnexp.config import Config, UserError
 from bnexp.describe import dataset_title
 from bnexp.findings import SCALES, Finding, load_findings
+from bnexp.outdir import make_output_dir
 
 DEFAULT_OUT = "results/reproduce"
 DEFAULT_SCALE = "quick"
@@ -879,6 +880,7 @@ def main(argv: list[str]) -> int:
     options = parse_args(argv, list(findings))
     if options is None:
         return 0
+    make_output_dir("--out", options.out)  # a UserError (exit 2) if it cannot be made
     reproducer = Reproducer(options, findings)
     start = time.time()
     results = []

@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from bnexp.config import Config, UserError, config_hash, to_container, validate
-from bnexp.data import BUNDLED_SOURCE, load_data
+from bnexp.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
 from bnexp.describe import config_summary, flatten_config
 from bnexp.records import RunRecord, environment, read_meta
+from bnexp.runstatus import HEARTBEAT_EVERY_S, RUNNING, now_iso, run_status, this_host
 from bnexp.train import train
 
 log = logging.getLogger("bnexp")
@@ -43,6 +44,23 @@ def finished_before(run_dir: Path, digest: str) -> bool:
     return bool(meta) and meta.get("status") == "completed" and meta.get("config_hash") == digest
 
 
+def refuse_live_run(run_dir: Path) -> None:
+    """UserError if another live process on this host is running into run_dir (two writers
+    would interleave their CSV rows). A stale run (its process gone) is run again."""
+    meta = read_meta(run_dir)
+    if (
+        meta
+        and run_status(meta) == RUNNING
+        and meta.get("host") == this_host()
+        and meta.get("pid") not in (None, os.getpid())
+    ):
+        raise UserError(
+            f"{run_dir} holds a run that is still running (pid {meta['pid']} on "
+            f"{meta['host']}, last heartbeat {meta.get('heartbeat')}). Wait for it to finish, "
+            "stop it, or choose another output directory (hydra.run.dir=... or hydra.sweep.dir=...)."
+        )
+
+
 def execute(
     cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progress: bool = True
 ) -> str:
@@ -59,6 +77,7 @@ def execute(
             "%s already holds a completed run of this config (hash %s): skipped.", run_dir, digest
         )
         return "skipped"
+    refuse_live_run(run_dir)
 
     record = RunRecord(run_dir)
     started = time.time()
@@ -66,16 +85,18 @@ def execute(
     def elapsed() -> float:  # seconds since the run started, data loading included
         return round(time.time() - started, 3)
 
-    torch.set_num_threads(threads)
     record.update_meta(
         status="running", steps_done=0, diverged_at_step=None, error=None, config_hash=digest,
         data_source=None, train_size=None, test_size=None, **environment(), threads=threads,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_seconds=None, steps_per_second=None,
-        config=plain,
+        pid=os.getpid(), host=this_host(), heartbeat=now_iso(), config=plain,
     )  # fmt: skip
     try:
         config = as_config(cfg)
         validate(config)
+        if threads < 1:  # the caller's own choice (validate checked the config's `threads`)
+            raise UserError(f"threads={threads} is not allowed: threads must be an integer >= 1.")
+        torch.set_num_threads(threads)
         data = load_data(
             config.data.name.value, config.data.root, config.data.source.value,
             config.data.download, config.data.binarize,
@@ -89,9 +110,12 @@ def execute(
                     "MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.",
                     root,
                 )
+        probe = probe_indices(data.y_test, config.probe_size)  # train() draws the same
         record.update_meta(
-            data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test)
-        )
+            data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test),
+            probe_indices=probe.tolist(),
+            probe_class_counts={str(k): n for k, n in class_counts(data.y_test[probe]).items()},
+        )  # fmt: skip
         augment = None
         if config.data.augment:
             from bnexp.augment import random_crop_flip
@@ -100,15 +124,23 @@ def execute(
         record.open_csvs()
         outcome = run_training(config, data, record, augment, show_progress)
     except KeyboardInterrupt:
-        record.update_meta(status="interrupted", wall_seconds=elapsed())
+        record.update_meta(status="interrupted", wall_seconds=elapsed(), heartbeat=now_iso())
         raise
     except UserError as error:
-        record.update_meta(status="failed", error=str(error), wall_seconds=elapsed())
+        record.update_meta(
+            status="failed", error=str(error), wall_seconds=elapsed(), heartbeat=now_iso()
+        )
         raise
     except Exception as error:
+        if is_out_of_memory(error):  # asking for a network too big for the machine: a user error
+            message = out_of_memory_message(cfg, error)
+            record.update_meta(
+                status="failed", error=message, wall_seconds=elapsed(), heartbeat=now_iso()
+            )
+            raise UserError(message) from None
         record.update_meta(
             status="failed", error=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(), wall_seconds=elapsed(),
+            traceback=traceback.format_exc(), wall_seconds=elapsed(), heartbeat=now_iso(),
         )  # fmt: skip
         raise
     finally:
@@ -116,7 +148,7 @@ def execute(
     record.update_meta(
         status=outcome.status, steps_done=outcome.steps_done, diverged_at_step=outcome.diverged_at_step,
         wall_seconds=elapsed(), train_seconds=round(outcome.wall_seconds, 3),
-        steps_per_second=round(outcome.steps_per_second, 1),
+        steps_per_second=round(outcome.steps_per_second, 1), heartbeat=now_iso(),
     )  # fmt: skip
     if outcome.status == "diverged":
         log.warning(
@@ -131,17 +163,41 @@ def execute(
     return outcome.status
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+def out_of_memory_message(cfg: DictConfig | Config, error: BaseException) -> str:
+    sizes = ", ".join(f"{key}={cfg[key] if isinstance(cfg, DictConfig) else getattr(cfg, key)}"
+                      for key in ("depth", "width", "batch_size"))  # fmt: skip
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        f"the run does not fit in memory with {sizes} ({first_line}). "
+        "Choose a smaller width, depth or batch_size."
+    )
+
+
 def run_training(config: Config, data, record: RunRecord, augment, show_progress: bool):
     bar = tqdm(
         total=config.steps, desc="bnexp", unit="step", dynamic_ncols=True,
         disable=not (show_progress and sys.stderr.isatty()), leave=False,
     )  # fmt: skip
     done = {"step": 0}
+    last_beat = {"at": time.monotonic()}
 
     def on_log(metrics_row: list, layer_rows: list[list]) -> None:
         record.metrics.write([metrics_row])
         record.layers.write(layer_rows)
         record.meta["steps_done"] = metrics_row[0]
+        # The heartbeat that lets readers tell a live run from a killed one (runstatus.py):
+        # meta.json rewritten (~0.3 ms) at most every HEARTBEAT_EVERY_S seconds.
+        if time.monotonic() - last_beat["at"] >= HEARTBEAT_EVERY_S:
+            last_beat["at"] = time.monotonic()
+            record.update_meta(heartbeat=now_iso())
 
     def progress(step: int, train_loss: float) -> None:
         bar.update(step - done["step"])

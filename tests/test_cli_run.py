@@ -21,9 +21,18 @@ pytestmark = pytest.mark.slow
 
 def test_run_writes_every_file_with_complete_finite_columns(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli(["run", "norm=batch", "act=sigmoid", "depth=4", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    result = run_cli(
+        ["run", "norm=batch", "act=sigmoid", "depth=4", *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
-    for name in ("meta.json", "metrics.csv", "layers.csv", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+    for name in (
+        "meta.json",
+        "metrics.csv",
+        "layers.csv",
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+    ):
         assert (run_dir / name).is_file(), name
 
     meta = json.loads((run_dir / "meta.json").read_text())
@@ -82,7 +91,15 @@ def test_rerun_into_a_completed_run_dir_is_skipped(tmp_path):
 def test_divergence_exits_zero_and_is_recorded(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli(
-        ["run", "norm=none", "act=identity", "optim.lr=10000", *TINY, "steps=200", f"hydra.run.dir={run_dir}"],
+        [
+            "run",
+            "norm=none",
+            "act=identity",
+            "optim.lr=10000",
+            *TINY,
+            "steps=200",
+            f"hydra.run.dir={run_dir}",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -110,13 +127,65 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_valid_csvs(tmp_path):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["status"] == "interrupted"
     rows = read_csv(run_dir / "metrics.csv")
-    assert len(rows) >= 2 and all(len(r) == len(METRICS_COLUMNS) and None not in r.values() for r in rows)
+    assert len(rows) >= 2 and all(
+        len(r) == len(METRICS_COLUMNS) and None not in r.values() for r in rows
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux only")
 def test_headline_command_is_accepted(tmp_path):
     """`bnexp run norm=batch act=sigmoid depth=10` as typed (shortened with steps)."""
     run_dir = tmp_path / "run"
-    result = run_cli(["run", "norm=batch", "act=sigmoid", "depth=10", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    result = run_cli(
+        ["run", "norm=batch", "act=sigmoid", "depth=10", *TINY, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert len(read_csv(run_dir / "layers.csv")) == 5 * 10
+
+
+def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_again(tmp_path):
+    """SIGKILL leaves meta.json saying running: readers must call the run stale (its process is
+    gone), `bnexp figures` must count it so, and re-running the same command must finish it."""
+    from bnexp.records import read_meta
+    from bnexp.runstatus import run_status, this_host
+
+    run_dir = tmp_path / "run"
+    args = ["run", *TINY, "steps=4000", "log_every=50", "plots=false", f"hydra.run.dir={run_dir}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bnexp", *args], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        meta = read_meta(run_dir) or {}
+        metrics = run_dir / "metrics.csv"
+        if (
+            meta.get("status") == "running"
+            and metrics.exists()
+            and len(metrics.read_text().splitlines()) >= 3
+        ):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+
+    meta = read_meta(run_dir)
+    assert meta["status"] == "running"  # what the killed process left
+    assert meta["pid"] == process.pid and meta["host"] == this_host() and meta["heartbeat"]
+    assert run_status(meta) == "stale"
+
+    figures = run_cli(["figures", str(run_dir), "--out", str(tmp_path / "figs")], cwd=tmp_path)
+    assert figures.returncode == 0, figures.stderr
+    assert "(1 stale)" in figures.stdout
+    assert "is stale" in figures.stderr and "re-run the same command" in figures.stderr
+    runs = read_csv(tmp_path / "figs" / "runs.csv")
+    assert [r["status"] for r in runs] == ["stale"]
+
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    meta = read_meta(run_dir)
+    assert run_status(meta) == "completed" and meta["steps_done"] == 4000
+    steps = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
+    assert steps == list(range(0, 4001, 50))  # started again from step 0, nothing duplicated

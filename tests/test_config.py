@@ -21,13 +21,24 @@ def test_default_config_composes_to_the_documented_defaults():
     cfg = compose_config([])
     validate(cfg)
     assert (cfg.depth, cfg.width, cfg.batch_size, cfg.steps, cfg.seed) == (3, 100, 60, 5000, 0)
-    assert (cfg.act.value, cfg.norm.name.value, cfg.placement.value, cfg.affine) == ("sigmoid", "batch", "pre", True)
+    assert (cfg.act.value, cfg.norm.name.value, cfg.placement.value, cfg.affine) == (
+        "sigmoid",
+        "batch",
+        "pre",
+        True,
+    )
     assert (cfg.optim.name.value, cfg.optim.lr) == ("sgd", 0.1)
-    assert (cfg.data.name.value, cfg.data.source.value, cfg.model.name.value) == ("mnist", "auto", "mlp")
+    assert (cfg.data.name.value, cfg.data.source.value, cfg.model.name.value) == (
+        "mnist",
+        "auto",
+        "mlp",
+    )
 
 
 def test_headline_overrides_compose():
-    cfg = compose_config(["norm=none", "act=relu", "depth=10", "optim=adam", "placement=post", "affine=false"])
+    cfg = compose_config(
+        ["norm=none", "act=relu", "depth=10", "optim=adam", "placement=post", "affine=false"]
+    )
     assert (cfg.norm.name.value, cfg.act.value, cfg.depth) == ("none", "relu", 10)
     assert cfg.optim.name.value == "adam" and cfg.optim.lr == pytest.approx(1e-3)
     assert cfg.placement.value == "post" and cfg.affine is False
@@ -57,7 +68,15 @@ def test_bad_override_names_key_value_and_choices(override, must_mention):
 
 
 def test_good_overrides_and_sweeps_pass_the_check():
-    check_overrides(["norm=batch,none", "act=sigmoid,relu", "depth=3,10", "seed=range(2)", "hydra/launcher=joblib"])
+    check_overrides(
+        [
+            "norm=batch,none",
+            "act=sigmoid,relu",
+            "depth=3,10",
+            "seed=range(2)",
+            "hydra/launcher=joblib",
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,6 +95,11 @@ def test_good_overrides_and_sweeps_pass_the_check():
         ({"optim.lr": -0.1}, ["optim.lr=-0.1"]),
         ({"track_unit": 100}, ["track_unit=100", "[0, 99]"]),
         ({"log_every": 0}, ["log_every=0"]),
+        ({"threads": -1}, ["threads=-1", ">= 1"]),
+        ({"threads": 10**6}, ["threads=1000000", "between 1 and"]),
+        ({"seed": -1}, ["seed=-1", "between 0 and"]),
+        ({"seed": 2**63}, ["seed=9223372036854775808", "between 0 and"]),
+        ({"probe_size": 0}, ["probe_size=0", ">= 1"]),
     ],
 )
 def test_impossible_values_and_combinations_are_rejected(overrides, must_mention):
@@ -101,11 +125,20 @@ def test_config_hash_changes_with_the_config_only():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
-    [["norm=foo"], ["depth=0"], ["depth=abc"], ["dept=3"], ["norm=batch", "batch_size=1"],
-     ["data=cifar10", "data.source=bundled"]],
+    [
+        ["norm=foo"],
+        ["depth=0"],
+        ["depth=abc"],
+        ["dept=3"],
+        ["norm=batch", "batch_size=1"],
+        ["data=cifar10", "data.source=bundled"],
+    ],
 )
 def test_cli_user_errors_exit_nonzero_without_traceback(tmp_path, args):
-    result = run_cli(["run", *args, f"hydra.run.dir={tmp_path}/run", "data.download=false", "steps=2"], cwd=tmp_path)
+    result = run_cli(
+        ["run", *args, f"hydra.run.dir={tmp_path}/run", "data.download=false", "steps=2"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert "bnexp: error:" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout

@@ -20,7 +20,9 @@ def test_sweep_survives_a_failing_job_skips_finished_work_and_feeds_figures(tmp_
     args = ["run", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
             "norm=batch,none", "batch_size=1,30", *TINY]  # fmt: skip
     first = run_cli(args, cwd=tmp_path)
-    assert first.returncode == 1, first.stdout + first.stderr  # a failed job makes the sweep fail...
+    assert first.returncode == 1, (
+        first.stdout + first.stderr
+    )  # a failed job makes the sweep fail...
     assert "4 jobs: 3 completed, 0 diverged, 1 failed" in first.stdout  # ...after all jobs ran
     metas = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/meta.json")}
     assert len(metas) == 4
@@ -45,7 +47,9 @@ def test_sweep_survives_a_failing_job_skips_finished_work_and_feeds_figures(tmp_
     layers = pd.read_csv(out / "layers_all.csv")
     assert {"norm", "batch_size", "step", "layer", "grad_w_mean_abs"} <= set(layers.columns)
     pngs = sorted(out.glob("*.png"))
-    assert {"test_acc_vs_step.png", "grad_profile.png", "unit_percentiles.png"} <= {p.name for p in pngs}
+    assert {"test_acc_vs_step.png", "grad_profile.png", "unit_percentiles.png"} <= {
+        p.name for p in pngs
+    }
     for png in pngs:
         with Image.open(png) as image:
             image.verify()
@@ -63,7 +67,14 @@ def test_figures_on_a_path_without_runs_is_a_clear_error(tmp_path):
 def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
-        ["run", "-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", "norm=batch,none", *TINY],
+        [
+            "run",
+            "-m",
+            "hydra/launcher=submitit_local",
+            f"hydra.sweep.dir={sweep}",
+            "norm=batch,none",
+            *TINY,
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
