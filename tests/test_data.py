@@ -33,7 +33,9 @@ def test_bundled_subset_split_is_stratified_disjoint_and_fixed(bundled_data):
 def test_normalised_batches_have_zero_mean_unit_std(bundled_data):
     x = bundled_data.to_float(bundled_data.x_train)
     assert x.dtype == torch.float32
-    assert x.mean().item() == pytest.approx(0.0, abs=1e-3) and x.std().item() == pytest.approx(1.0, abs=1e-3)
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-3) and x.std().item() == pytest.approx(
+        1.0, abs=1e-3
+    )
 
 
 def test_binarize_gives_two_pixel_values():
@@ -45,7 +47,9 @@ def test_auto_falls_back_offline_and_torchvision_source_refuses(tmp_path):
     assert load_data("mnist", tmp_path, "auto", True, False).source == BUNDLED_SOURCE
     with pytest.raises(UserError) as error:
         load_data("mnist", tmp_path, "torchvision", True, False)
-    assert "data.source=torchvision" in str(error.value) and str(tmp_path / "MNIST" / "raw") in str(error.value)
+    assert "data.source=torchvision" in str(error.value) and str(tmp_path / "MNIST" / "raw") in str(
+        error.value
+    )
 
 
 def test_mnist_files_under_root_are_read_with_torchvision(tmp_path):

@@ -25,7 +25,9 @@ def collect(cfg, data):
 
 def column(rows, name, layer=None, step=None):
     i = LAYERS_COLUMNS.index(name)
-    return [r[i] for r in rows if (layer is None or r[1] == layer) and (step is None or r[0] == step)]
+    return [
+        r[i] for r in rows if (layer is None or r[1] == layer) and (step is None or r[0] == step)
+    ]
 
 
 def test_bn_before_sigmoid_standardises_every_unit_at_step_0(bundled_data):
@@ -102,14 +104,23 @@ def test_same_seed_same_numbers_and_other_seed_other_numbers(bundled_data):
 
     _, m1, l1 = collect(cfg, bundled_data)
     _, m2, l2 = collect(cfg, bundled_data)
-    _, m3, _ = collect(make_config(depth=2, width=16, steps=15, log_every=5, probe_size=32, seed=1), bundled_data)
+    _, m3, _ = collect(
+        make_config(depth=2, width=16, steps=15, log_every=5, probe_size=32, seed=1), bundled_data
+    )
     assert without_timing(m1) == without_timing(m2)
     assert str(l1) == str(l2)  # str: NaN != NaN but prints the same
     assert without_timing(m1) != without_timing(m3)
 
 
 def test_divergence_is_a_result(bundled_data):
-    cfg = make_config(depth=3, width=32, steps=200, log_every=10, act="identity", **{"norm.name": "none", "optim.lr": 1e4})
+    cfg = make_config(
+        depth=3,
+        width=32,
+        steps=200,
+        log_every=10,
+        act="identity",
+        **{"norm.name": "none", "optim.lr": 1e4},
+    )
     outcome, metrics, layers = collect(cfg, bundled_data)
     assert outcome.status == "diverged"
     assert outcome.diverged_at_step is not None and outcome.diverged_at_step < 200
@@ -142,7 +153,9 @@ def test_row_t_equals_the_final_row_of_a_run_trained_for_exactly_t_steps(bundled
     """Every column of row 5 of a 15-step run (test metrics, running statistics, gradients,
     probe) equals the final row of the same run stopped after 5 steps, and evaluating that
     run's returned model gives row 5's test metrics: rows are one state, not one batch ahead."""
-    common = dict(depth=2, width=16, log_every=5, eval_every=5, probe_size=32, **{"norm.name": norm})
+    common = dict(
+        depth=2, width=16, log_every=5, eval_every=5, probe_size=32, **{"norm.name": norm}
+    )
     _, long_metrics, long_layers = collect(make_config(steps=15, **common), bundled_data)
     short, short_metrics, short_layers = collect(make_config(steps=5, **common), bundled_data)
     ratio = LAYERS_COLUMNS.index("update_ratio")
