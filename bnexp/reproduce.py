@@ -752,7 +752,7 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
         lines.append(f"**Runs:** {result.runs_text}, made by `{result.run_command}`  ")
     else:
         lines.append(f"**Runs:** {result.runs_text}  ")
-    lines += [f"**Time:** {result.seconds:.0f} s", ""]
+    lines += [f"**Time:** {result.seconds:.0f} s  ", f"**Declared:** {_declared_text(f)}", ""]
     lines += [
         f"{h2} Verdicts",
         "",
@@ -765,6 +765,7 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
             f"{_cell(claim.value_text)} | {VERDICT_MARK[claim.verdict]} |"
         )
     lines += [""]
+    lines += _history_lines(f, h2)
     if result.figures:
         lines += [f"{h2} Figures", ""]
         for path in result.figures:
@@ -796,6 +797,49 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
     if result.notes:
         lines += [f"{h2} Notes", ""] + [f"- {_cell(n)}" for n in dict.fromkeys(result.notes)] + [""]
     return "\n".join(lines)
+
+
+def _declared_text(finding: Finding) -> str:
+    """When the finding's current claims were written, relative to what was seen."""
+    where = f"bnexp/findings/{finding.name}.yaml"
+    if finding.declared_blind:
+        return f"every claim with its criterion before its runs ({where})" + (
+            "; see History" if finding.history else ""
+        )
+    return (
+        f"the current claims ({where}) were written after earlier results had been seen: "
+        "History says what was seen"
+    )
+
+
+def _history_lines(finding: Finding, h2: str) -> list[str]:
+    """The finding's history (pilot runs, re-declarations, changed scales), for every report."""
+    if not finding.history:
+        return []
+    lines = [f"{h2} History", ""]
+    for entry in finding.history:
+        seen = " (seen before the current claims were written)" if entry.seen_before_claims else ""
+        lines.append(f"- {entry.date}{seen}: {entry.note}")
+    return lines + [""]
+
+
+def declaration_sentence(results: list[FindingResult]) -> str:
+    """The summary's statement on when claims were declared, true for exactly these findings."""
+    findings = [r.finding for r in results]
+    late = [f.name for f in findings if not f.declared_blind]
+    told = [f.name for f in findings if f.history]
+    text = (
+        "Every claim was declared, with its criterion, before its runs (bnexp/findings/NAME.yaml)"
+    )
+    if late:
+        text += (
+            f", except those of {', '.join(late)}: their current claims were written after earlier "
+            "results had been seen (each one's History says what was seen)"
+        )
+    text += "; criteria are never loosened after seeing results."
+    if told:
+        text += f" History notes (pilot runs, re-declarations, changed scales): {', '.join(told)}."
+    return text
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -846,8 +890,7 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
         + (" (recorded when the runs were made)" if options.report_only else "")
         + f" ({time.strftime('%Y-%m-%d')})",
         "",
-        "Every claim was declared, with its criterion, before its runs (bnexp/findings/NAME.yaml); "
-        "criteria are never loosened after seeing results.",
+        declaration_sentence(results),
         "",
         "| finding | claim | published | ours | verdict |",
         "|---|---|---|---|---|",

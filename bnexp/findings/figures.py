@@ -729,40 +729,49 @@ def scale_invariance(ctx: FigureContext) -> Figure:
 # noisy-bn
 # --------------------------------------------------------------------------------------------
 
-NOISY_COLOR = style.COLORS[2]
+NOISY_COLOR, NOISE_ONLY_COLOR = style.COLORS[2], style.COLORS[3]
 
 
 @style.styled
 def noisy_bn(ctx: FigureContext) -> Figure:
-    """Santurkar et al.'s Figure 2 on the Figure 1 network: (a) test accuracy of BN, noisy BN
-    and no BN; (b, c, d) the tracked last-layer unit's 15/50/85th percentiles for each."""
+    """Santurkar et al.'s Figure 2 on the Figure 1 network: (a) training accuracy (what their
+    Figure 2 plots) of BN, noisy BN, no BN and no BN + the same noise; (b-e) the tracked
+    last-layer unit's 15/50/85th percentiles for each."""
     variants = (
         ({"norm": "none"}, PLAIN_COLOR, "Without BN", "--"),
         ({"norm": "batch"}, BN_COLOR, "With BN", "-"),
         ({"norm": "noisy"}, NOISY_COLOR, "With noisy BN", "-."),
+        ({"norm": "noise_only"}, NOISE_ONLY_COLOR, "Noise without BN", ":"),
     )
-    fig, axes = style.new_figure(1, 4, panel_height=2.2)
-    ax_acc, unit_axes = axes[0][0], axes[0][1:]
-    curves = [_seed_curves(ctx, where) for where, *_ in variants]
+    # The accuracy panel large on the left, the four variants' unit panels in a 2 x 2 grid.
+    fig = Figure(figsize=(style.WIDTH_IN, 2 * 2.1 + 0.5), layout="constrained")
+    panels = fig.subplot_mosaic([["a", "a", "b", "c"], ["a", "a", "d", "e"]])
+    ax_acc, unit_axes = panels["a"], [panels[letter] for letter in "bcde"]
+    curves = [_seed_curves(ctx, where, "train_acc") for where, *_ in variants]
     for curve, (_, color, label, ls) in zip(curves, variants):
         _draw_mean_band(ax_acc, curve, color, label, linestyle=ls)
     _accuracy_axes(ax_acc, curves)
-    ax_acc.set_title("(a) test accuracy")
+    ax_acc.set_title("(a) training accuracy")
     ax_acc.set_xlabel("training steps")
-    ax_acc.set_ylabel("test accuracy")
-    for ax, (where, color, label, _), letter in zip(unit_axes, variants, "bcd"):
+    ax_acc.set_ylabel("training accuracy")
+    for ax, (where, color, label, _), letter in zip(unit_axes, variants, "bcde"):
         run = _first_seed(_runs(ctx, where))
         _percentile_panel(
             ax, _layer_rows(ctx, run["run_id"]) if run is not None else pd.DataFrame(), color
         )
         ax.set_title(f"({letter}) {label.lower().replace('bn', 'BN')}")
+    for ax in unit_axes[2:]:
         ax.set_xlabel("training steps")
-    unit_axes[0].set_ylabel("input to a last-layer sigmoid")
+    for ax in unit_axes[::2]:
+        ax.set_ylabel("last-layer sigmoid input")
     _share_y(*unit_axes)
     caption = [
-        "Noisy BN: every training step each unit's BN output is scaled by s ~ U(1, noise_scale) and "
-        "shifted by m ~ U(-noise_shift, noise_shift). (a) seed mean, band = min-max over seeds. "
-        "(b-d) percentiles of unit 0 of the last hidden layer on the probe batch, lowest seed.",
+        "Noise (Santurkar et al., Algorithm 1): every step, per unit, mu ~ U(-noise_shift, noise_shift) "
+        "and sigma ~ U(1, noise_scale); per sample and unit, s ~ N(sigma, noise_scale_jitter^2) and "
+        "m ~ U(mu -/+ noise_shift_jitter); output s * BN(x) + m (noise without BN: s * x + m). "
+        "(a) training batches as trained on (noise included), mean over the log interval; seed mean, "
+        "band = min-max over seeds. (b-e) percentiles of unit 0 of the last hidden layer on the probe "
+        "batch (train mode: its own noise draws), lowest seed.",
         *ctx.caption,
     ]
     return _finish(
