@@ -73,3 +73,27 @@ def test_the_reader_imports_without_torch():
     code = "import sys, bnexp.runstatus; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_heartbeat_is_written_at_log_steps_at_most_every_few_seconds(tmp_path, monkeypatch):
+    import json
+
+    from bnexp import runner
+
+    from conftest import make_config
+
+    beats = []
+    monkeypatch.setattr(runner, "now_iso", lambda: beats.append(1) or f"beat-{len(beats)}")
+    cfg = make_config(
+        depth=2, width=8, steps=20, log_every=2, probe_size=16,
+        **{"data.source": "bundled", "data.download": False},
+    )  # fmt: skip
+    monkeypatch.setattr(runner, "HEARTBEAT_EVERY_S", 3600.0)
+    assert runner.execute(cfg, tmp_path / "slow", threads=1, show_progress=False) == "completed"
+    assert len(beats) == 2  # the start and the end only: 11 log steps within the interval
+    beats.clear()
+    monkeypatch.setattr(runner, "HEARTBEAT_EVERY_S", 0.0)
+    assert runner.execute(cfg, tmp_path / "fast", threads=1, show_progress=False) == "completed"
+    assert len(beats) == 2 + 11  # start, every log step (steps 0, 2, ..., 20), end
+    meta = json.loads((tmp_path / "fast" / "meta.json").read_text())
+    assert meta["heartbeat"] == "beat-13" and meta["pid"] == os.getpid()

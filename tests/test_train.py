@@ -148,7 +148,7 @@ def test_row_0_holds_the_initial_running_statistics_and_the_model_saw_exactly_st
         assert mean == pytest.approx(norm.running_mean.mean().item(), rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.parametrize("norm", ["batch", "noisy", "none"])
 def test_row_t_equals_the_final_row_of_a_run_trained_for_exactly_t_steps(bundled_data, norm):
     """Every column of row 5 of a 15-step run (test metrics, running statistics, gradients,
     probe) equals the final row of the same run stopped after 5 steps, and evaluating that
