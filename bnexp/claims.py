@@ -75,7 +75,12 @@ class Tables:
 
     @classmethod
     def empty(cls) -> Tables:
-        return cls(pd.DataFrame({"run_id": [], "status": []}), pd.DataFrame(), pd.DataFrame())
+        """No runs: the key columns exist (so that selecting and grouping find nothing)."""
+        return cls(
+            pd.DataFrame({"run_id": [], "status": [], "seed": []}),
+            pd.DataFrame({"run_id": [], "step": [], "test_acc": []}),
+            pd.DataFrame({"run_id": [], "step": [], "layer": []}),
+        )
 
 
 class Missing(Exception):
@@ -775,9 +780,9 @@ def _breakdown_text(grid: pd.DataFrame, threshold: float, eps: float) -> str:
     breaks_at = float(above.index.max())
     below = worst_by_a[worst_by_a.index <= breaks_at]
     if (below > threshold).all():
-        text = f"error > {threshold:g} for every a <= {breaks_at:g}"
+        text = f"error > {threshold:g} for every a <= {breaks_at:.3g}"
     else:
-        text = f"error > {threshold:g} at {len(above)} of {len(worst_by_a)} scale factors, the largest a={breaks_at:g}"
+        text = f"error > {threshold:g} at {len(above)} of {len(worst_by_a)} scale factors, the largest a={breaks_at:.3g}"
     if "a_sigma_min" in grid.columns and eps > 0:
         sigma = float(grid.loc[grid["a"] == breaks_at, "a_sigma_min"].iloc[0])
         text += f" (there a·σ_min = {sigma / math.sqrt(eps):.2g}·sqrt(eps))"

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bnexp import plots, style
+from bnexp import intervals, plots, style
 from bnexp.outdir import make_output_dir
 from bnexp.plots import format_value
 from bnexp.runstatus import RESUME_HINT, STALE, run_status, stale_reason
@@ -479,21 +479,8 @@ def line_keys_of(keys: Sequence[str]) -> list[str]:
 # Statistics over seeds
 # --------------------------------------------------------------------------------------------
 
-# Two-sided 95% Student t quantiles t(0.975, df), df = 1..30 (a table: no SciPy needed).
-T_975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-    2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-    2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def t_quantile_975(df: int) -> float:
-    if df < 1:
-        return math.nan
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion around the normal quantile; exact to 1e-3 here
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+# Student t quantiles: the same implementation as the claims' intervals (bnexp.intervals).
+t_quantile_975 = intervals.t_quantile_975
 
 
 def mean_ci95(values: Iterable[float]) -> tuple[float, float, int]:

@@ -42,11 +42,16 @@ from typing import Any
 import pandas as pd
 
 from bnexp.claims import (
+    IDENTITY,
+    IDENTITY_FAILS,
+    IDENTITY_HOLDS,
+    IDENTITY_UNCHECKED,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
     ClaimResult,
     Tables,
+    Tally,
     evaluate,
     results_frame,
 )
@@ -408,11 +413,9 @@ class FindingResult:
     notes: list[str] = field(default_factory=list)
     out_dir: Path | None = None
 
-    def counts(self) -> dict[str, int]:
-        return {
-            v: sum(c.verdict == v for c in self.claims)
-            for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
-        }
+    def tally(self) -> Tally:
+        """Verdict counts: claims, identity checks and retired claims apart."""
+        return Tally.of(self.claims)
 
 
 class Reproducer:
@@ -485,10 +488,8 @@ class Reproducer:
             seconds=elapsed, notes=notes, out_dir=out_dir,
         )  # fmt: skip
         (out_dir / "REPORT.md").write_text(finding_report(result, link_root=out_dir, heading="#"))
-        counts = result.counts()
         print(
-            f"[{finding.name}] {counts[REPRODUCED]} reproduced, {counts[NOT_REPRODUCED]} not reproduced, "
-            f"{counts[INCONCLUSIVE]} inconclusive ({result.seconds:.0f} s) -> {out_dir / 'REPORT.md'}",
+            f"[{finding.name}] {result.tally().text()} ({result.seconds:.0f} s) -> {out_dir / 'REPORT.md'}",
             flush=True,
         )
         return result
@@ -716,7 +717,27 @@ VERDICT_MARK = {
     REPRODUCED: "✅ reproduced",
     NOT_REPRODUCED: "❌ not reproduced",
     INCONCLUSIVE: "❔ inconclusive",
+    IDENTITY_HOLDS: "✔ identity holds",
+    IDENTITY_FAILS: "✘ identity fails",
+    IDENTITY_UNCHECKED: "❔ identity not checked",
 }
+
+
+def verdict_mark(claim: ClaimResult) -> str:
+    """The verdict as the reports show it; a retired claim says so (it is not counted)."""
+    mark = VERDICT_MARK[claim.verdict]
+    return f"retired, not counted (was {mark})" if claim.retired else mark
+
+
+def _kind_note(claim: ClaimResult) -> str | None:
+    if claim.retired:
+        return f"retired: {claim.retired}"
+    if claim.kind == IDENTITY:
+        return (
+            "identity check: true by algebra or by construction, so it can fail only if the code is "
+            "wrong; never counted among the reproduced claims"
+        )
+    return None
 
 
 def _cell(text: Any) -> str:
@@ -756,13 +777,15 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
     lines += [
         f"{h2} Verdicts",
         "",
+        f"{result.tally().text()}.",
+        "",
         "| claim | published | criterion | ours | verdict |",
         "|---|---|---|---|---|",
     ]
     for claim in result.claims:
         lines.append(
             f"| {_cell(claim.claim)} | {_cell(claim.published)} | {_cell(claim.criterion)} | "
-            f"{_cell(claim.value_text)} | {VERDICT_MARK[claim.verdict]} |"
+            f"{_cell(claim.value_text)} | {verdict_mark(claim)} |"
         )
     lines += [""]
     lines += _history_lines(f, h2)
@@ -781,7 +804,10 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
     lines += [f.setup, ""]
     lines += [f"{h2} Claims in detail", ""]
     for spec, claim in zip(f.claims, result.claims, strict=True):
-        lines += [f"**{claim.id}** ({VERDICT_MARK[claim.verdict]}): {claim.claim}", ""]
+        lines += [f"**{claim.id}** ({verdict_mark(claim)}): {claim.claim}", ""]
+        kind_note = _kind_note(claim)
+        if kind_note:
+            lines.append(f"- {kind_note}")
         lines += [f"- published: {claim.published}", f"- criterion: {claim.criterion}"]
         if spec.get("why"):
             lines.append(f"- why this criterion: {str(spec['why']).strip()}")
@@ -791,7 +817,8 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
             lines.append(
                 f"- our reading (written after the results; the criterion was not changed): {discussion}"
             )
-        if claim.detail is not None and not claim.detail.empty and len(claim.detail) <= 40:
+        shown = claim.verdict != IDENTITY_HOLDS  # an identity that holds: its table is all rounding
+        if shown and claim.detail is not None and not claim.detail.empty and len(claim.detail) <= 40:
             lines += ["", _markdown_table(claim.detail)]
         lines.append("")
     if result.notes:
@@ -857,10 +884,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def summary_report(results: list[FindingResult], options: Options, seconds: float) -> str:
-    totals = {
-        v: sum(r.counts()[v] for r in results) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
-    }
-    n_claims = sum(totals.values())
+    tally = sum((r.tally() for r in results), Tally.of([]))
     names = " ".join(r.finding.name for r in results)
     everything = len(results) == len(load_findings())
     command = display_command(
@@ -877,8 +901,7 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
     lines = [
         "# bnexp reproduce: the published findings about batch normalization",
         "",
-        f"{len(results)} findings, {n_claims} claims: **{totals[REPRODUCED]} reproduced, "
-        f"{totals[NOT_REPRODUCED]} not reproduced, {totals[INCONCLUSIVE]} inconclusive**.",
+        f"{len(results)} findings, **{tally.text()}**.",
         "",
         f"**Command:** `{command}`  ",
         f"**Scale:** `{options.scale}`"
@@ -899,7 +922,7 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
         for claim in result.claims:
             lines.append(
                 f"| [{result.finding.name}](#{_anchor(result.finding)}) | {_cell(claim.claim)} | "
-                f"{_cell(claim.published)} | {_cell(claim.value_text)} | {VERDICT_MARK[claim.verdict]} |"
+                f"{_cell(claim.published)} | {_cell(claim.value_text)} | {verdict_mark(claim)} |"
             )
     lines.append("")
     for result in results:

@@ -231,18 +231,21 @@ def _profile(ctx: FigureContext, where: dict, column: str, early: int) -> pd.Dat
 
 @style.styled
 def gradient_flow(ctx: FigureContext) -> Figure:
+    """Per hidden layer, early in training: (a) ||dL/dW|| with the published norms beside it,
+    (b) mean |dL/dW|, (c) mean |dL/d(activation)|; with and without BN."""
     early = _claim_arg(ctx.finding, "early_steps", 100)
-    fig, axes = style.new_figure(1, 2, panel_height=2.4)
+    fig, axes = style.new_figure(1, 3, panel_height=2.4)
     for ax, column, title in (
-        (axes[0][0], "grad_w_mean_abs", "(a) mean |dL/dW| per layer"),
-        (axes[0][1], "grad_act_mean_abs", "(b) mean |dL/d(activation)| per layer"),
+        (axes[0][0], "grad_w_norm", "(a) ||dL/dW|| per layer"),
+        (axes[0][1], "grad_w_mean_abs", "(b) mean |dL/dW| per layer"),
+        (axes[0][2], "grad_act_mean_abs", "(c) mean |dL/d(activation)| per layer"),
     ):
         drawn = False
         for where, color, label, ls in (
             ({"norm": "none"}, PLAIN_COLOR, "without BN (ours)", "--"),
             ({"norm": "batch"}, BN_COLOR, "with BN (ours)", "-"),
         ):
-            prof = _profile(ctx, where, column, early)
+            prof = _profile(ctx, where, column, early) if column in ctx.tables.layers else pd.DataFrame()
             if prof.empty:
                 continue
             drawn = True
@@ -262,34 +265,34 @@ def gradient_flow(ctx: FigureContext) -> Figure:
             style.no_data(ax)
             continue
         ax.set_yscale("log")
-        ax.set_xlabel("hidden layer (1 = input side, top = next to the output)")
+        ax.set_xlabel("hidden layer (1 = input side)")
         ax.set_title(title)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     published = ctx.finding.published_values
     ax = axes[0][0]
-    if published.get("batch_range"):
-        low, high = published["batch_range"]
-        ax.axhspan(
-            low,
-            high,
-            color=BN_COLOR,
-            alpha=0.08,
-            hatch="///",
-            linewidth=0,
-            label="published, with BN",
-        )
-    if published.get("none"):
-        layers = sorted(published["none"], key=int)
-        ax.plot(
-            [int(k) for k in layers], [float(published["none"][k]) for k in layers], linestyle=":", color="black",
-            marker="x", markersize=6, label="published, without BN",
-        )  # fmt: skip
-    ax.legend(loc="lower right")
-    axes[0][1].legend(loc="lower right")
+    for norm, color, label in (
+        ("none", PLAIN_COLOR, "published, without BN"),
+        ("batch", BN_COLOR, "published, with BN"),
+    ):
+        values = published.get(norm)
+        if isinstance(values, dict) and values:
+            layers = sorted(values, key=int)
+            ax.plot(
+                [int(k) for k in layers], [float(values[k]) for k in layers], linestyle=":", color=color,
+                marker="x", markersize=5, label=label,
+            )  # fmt: skip
+    if ax.has_data():
+        ax.set_yscale("log")
+        ax.legend(loc="lower right", fontsize=5.5)
+    for other in axes[0][1:]:
+        if other.has_data():
+            other.legend(loc="lower right", fontsize=5.5)
     caption = [
-        f"Averaged over the logged steps 0-{early} of each run (first iterations of epoch 1), then over seeds; "
-        "band = min-max over seeds. Published: a public 10x100 sigmoid MLP reproduction (its setup differs: "
-        "absolute values are not comparable, the slope across layers is).",
+        f"Ours: averaged over the logged steps 0-{early} of each run (first iterations of epoch 1), then over "
+        "seeds; band = min-max over seeds. ||dL/dW||: Frobenius norm. Published (a, crosses): the largest singular "
+        "value of the batch-mean dW at epoch 1, iteration 10, hidden layers 1-10 (output layer left out), from "
+        "happynear's CSDN blog (2015), printed by github.com/happynear/DeepLearnToolbox NN/nntrain.m; its loss and "
+        "setup differ, so compare the slope across layers, not absolute values.",
         *ctx.caption,
     ]
     return _finish(
@@ -463,7 +466,7 @@ def learning_rate(ctx: FigureContext) -> Figure:
     ax_a, ax_b = axes[0]
     runs = ctx.tables.runs
     rates = sorted({float(v) for v in runs.get("optim.lr", pd.Series(dtype=float)).dropna()})
-    colors = dict(zip(rates, style.sequential_colors(len(rates)), strict=True))
+    colors = dict(zip(rates, style.sequential_colors(len(rates)), strict=False))  # no rates: none
     base = rates[0] if rates else None
     target = None
     if base is not None:
@@ -691,38 +694,72 @@ def running_stats(ctx: FigureContext) -> Figure:
 
 @style.styled
 def scale_invariance(ctx: FigureContext) -> Figure:
-    fig, axes = style.new_figure(1, 1, width=4.2, panel_height=2.5)
+    """Relative error of the three scale-invariance checks vs the weight scale a: bnexp's formula
+    without eps (identity checks, solid) and torch's BatchNorm1d with its eps (the claim,
+    dashed), with the declared tolerances and where a·σ_min = sqrt(eps)."""
+    fig, axes = style.new_figure(1, 1, width=4.6, panel_height=2.7)
     ax = axes[0][0]
     table = ctx.tables.extra.get("scale_invariance")
+    handles: list[Any] = []
     if table is None or table.empty:
         style.no_data(ax)
     else:
+        if "layer" not in table.columns:  # tables written before torch's layer was measured
+            table = table.assign(layer="formula")
         looks = {
             "forward": style.COLORS[0],
             "input_jacobian": style.COLORS[2],
             "weight_gradient": style.COLORS[1],
         }
-        handles = []
+        series = sorted({(layer, float(eps)) for layer, eps in zip(table["layer"], table["eps"], strict=True)})
+        styles = {key: ("-" if key[1] == 0 else "--") for key in series}
         for check, color in looks.items():
-            for eps, ls in sorted({(e, "-" if e == 0 else "--") for e in table["eps"]}):
-                rows = table[(table["check"] == check) & (table["eps"] == eps)].sort_values("a")
+            for layer, eps in series:
+                rows = table[
+                    (table["check"] == check)
+                    & (table["layer"] == layer)
+                    & (table["eps"] == eps)
+                    & ~np.isclose(table["a"], 1.0)  # the reference itself: error exactly 0
+                ].sort_values("a")
                 values = rows["rel_error"].clip(lower=1e-18)
-                ax.plot(rows["a"], values, color=color, linestyle=ls, marker="o", markersize=3)
+                ax.plot(rows["a"], values, color=color, linestyle=styles[(layer, eps)], marker="o", markersize=2.5)
             handles.append(Patch(color=color, label=check.replace("_", " ")))
-        for eps, ls in sorted({(e, "-" if e == 0 else "--") for e in table["eps"]}):
-            handles.append(Line2D([], [], color="black", linestyle=ls, label=f"eps = {eps:g}"))
-        ax.axhline(1e-9, color="black", linestyle=":", linewidth=0.8)
-        ax.text(0.02, 1.4e-9, "criterion 1e-9", transform=ax.get_yaxis_transform(), fontsize=6)
+        for layer, eps in series:
+            name = "torch BatchNorm1d" if layer == "torch" else "bnexp formula"
+            handles.append(Line2D([], [], color="black", linestyle=styles[(layer, eps)], label=f"{name}, eps = {eps:g}"))
+        for claim in ctx.finding.claims:
+            if claim.get("measure") != "max_relative_error" or claim.get("retired"):
+                continue
+            args, bound = claim.get("args") or {}, float(claim["criterion"]["value"])
+            identity = claim.get("kind") == "identity"
+            low, high = args.get("a_min"), args.get("a_max")
+            x0 = float(low) if low is not None else float(table["a"].min())
+            x1 = float(high) if high is not None else float(table["a"].max())
+            ax.hlines(bound, x0, x1, color="black", linestyle=":", linewidth=0.9)
+            label = f"identity checks <= {bound:g}" if identity else f"claim <= {bound:g} (a {x0:g}-{x1:g})"
+            ax.text(x0, bound * 1.6, label, fontsize=5.5, color=style.MUTED)
+        if "a_sigma_min" in table.columns:
+            torch_rows = table[table["eps"] > 0]
+            if not torch_rows.empty:
+                eps = float(torch_rows["eps"].iloc[0])
+                ratio = torch_rows["a_sigma_min"] / torch_rows["a"]
+                a_star = math.sqrt(eps) / float(ratio.iloc[0])
+                ax.axvline(a_star, color=style.MUTED, linewidth=0.8, linestyle="-.")
+                ax.text(a_star * 1.15, 0.35, "a·σ_min = sqrt(eps)", transform=ax.get_xaxis_transform(),
+                        fontsize=5.5, color=style.MUTED, rotation=90, va="bottom")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.legend(handles=handles, loc="center right", fontsize=6)
-    ax.set_xlabel("weight scale a")
-    ax.set_ylabel("relative error")
+    ax.set_xlabel("weight scale a (W -> aW)")
+    ax.set_ylabel("relative error vs a = 1")
     caption = [
-        "Relative error = max|difference| / max|reference| (reference: a = 1); float64; an exact 0 is drawn at 1e-18.",
+        "Relative error = max|difference| / max|reference| (reference: the same layer at a = 1, not drawn); "
+        "float64; an exact 0 is drawn at 1e-18. σ_min: the smallest per-unit std of Wu over the batch. "
+        "Paper: Ioffe & Szegedy 2015, Sec. 3.3.",
         *ctx.caption,
     ]
-    return _finish(fig, "BN scale invariance on a real layer", caption)
+    return _finish(
+        fig, "BN scale invariance: eps-free formula and torch's own layer", caption, handles
+    )
 
 
 # --------------------------------------------------------------------------------------------
