@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bnexp.claims import MEASURES, check_criterion
+from bnexp.claims import MEASURES, check_claim
 from bnexp.config import UserError
 
 SCALES = ("quick", "paper")
@@ -105,7 +105,7 @@ def parse_finding(name: str, raw: dict[str, Any], path: Path) -> dict[str, Any]:
                 f"claim {claim['id']!r}: unknown measure {claim['measure']!r}; known: {', '.join(sorted(MEASURES))}",
             )
         try:
-            check_criterion(claim["criterion"])
+            check_claim(claim)
         except ValueError as error:
             raise _problem(path, f"claim {claim['id']!r}: {error}") from None
     _check_history(raw.get("history"), path)
