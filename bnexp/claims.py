@@ -759,7 +759,7 @@ def max_relative_error(
     where = LAYER_TEXT.get(layer, layer)
     text = (
         f"{' + '.join(checks)} on {where}, eps={eps:g}: largest relative error {value:.2g} "
-        f"({worst['check']} at a={worst['a']:g}; {len(scales)} scale factors {scales[0]:g}...{scales[-1]:g})"
+        f"({worst['check']} at a={worst['a']:.3g}; {len(scales)} scale factors {scales[0]:.3g}...{scales[-1]:.3g})"
     )
     if breaks_above is not None:
         text += "; " + _breakdown_text(grid, breaks_above, eps)

@@ -180,15 +180,31 @@ def print_list(findings: dict[str, Finding]) -> None:
         shared = f" (reads {f.runs_of}'s runs)" if f.runs_of else ""
         estimate = f"~{_minutes(quick)} / ~{_minutes(paper)}" if not f.runs_of else "runs shared"
         print(f"  {name:<{width}}  {f.title}")
-        print(f"  {'':<{width}}  {len(f.claims)} claims; {estimate}{shared}")
+        print(f"  {'':<{width}}  {_list_counts(f.claims)}; {estimate}{shared}")
         for claim in f.claims:
-            print(f"  {'':<{width}}    - {claim['claim']}")
+            if claim.get("retired"):
+                continue  # replaced; still measured and shown in the report, not listed here
+            text = str(claim["claim"]).strip()
+            if claim.get("kind") == "identity" and not text.lower().startswith("identity check"):
+                text += " (identity check)"
+            print(f"  {'':<{width}}    - {text}")
     total = {
         s: sum(f.scales[s].minutes or 0 for f in findings.values() if not f.runs_of) for s in SCALES
     }
     print(
         f"\n  all: ~{_minutes(total['quick'])} at scale=quick, ~{_minutes(total['paper'])} at scale=paper"
     )
+
+
+def _list_counts(claims: list[dict[str, Any]]) -> str:
+    """E.g. "3 claims" or "1 claim, 3 identity checks"; retired claims are not counted."""
+    current = [c for c in claims if not c.get("retired")]
+    n_identity = sum(c.get("kind") == "identity" for c in current)
+    n_claims = len(current) - n_identity
+    text = f"{n_claims} claim{'' if n_claims == 1 else 's'}"
+    if n_identity:
+        text += f", {n_identity} identity check{'' if n_identity == 1 else 's'}"
+    return text
 
 
 def _minutes(value: float | None) -> str:
@@ -817,8 +833,9 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
             lines.append(
                 f"- our reading (written after the results; the criterion was not changed): {discussion}"
             )
-        shown = claim.verdict != IDENTITY_HOLDS  # an identity that holds: its table is all rounding
-        if shown and claim.detail is not None and not claim.detail.empty and len(claim.detail) <= 40:
+        # An identity that holds: its table is all rounding, not worth the reader's time.
+        shown = claim.detail is not None and claim.verdict != IDENTITY_HOLDS
+        if shown and not claim.detail.empty and len(claim.detail) <= 40:
             lines += ["", _markdown_table(claim.detail)]
         lines.append("")
     if result.notes:

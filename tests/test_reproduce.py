@@ -23,6 +23,7 @@ from bnexp.reproduce import (
     expand_overrides,
     merge_overrides,
     parse_args,
+    print_list,
     sweep_key,
 )
 
@@ -123,6 +124,15 @@ def test_parse_args():
     ):
         with pytest.raises(UserError):
             parse_args(bad, known)
+
+
+def test_list_counts_identity_checks_apart_and_leaves_out_retired_claims(capsys):
+    print_list(FINDINGS)
+    listed = capsys.readouterr().out
+    assert "1 claim, 3 identity checks" in listed  # scale-invariance
+    assert "2 claims, 1 identity check;" in listed  # running-stats
+    assert "mean |dL/dW| of the top layer" not in listed  # gradient-flow's retired claims
+    assert "(identity check) (identity check)" not in listed
 
 
 def test_bad_override_is_one_clear_error():
