@@ -245,7 +245,11 @@ def gradient_flow(ctx: FigureContext) -> Figure:
             ({"norm": "none"}, PLAIN_COLOR, "without BN (ours)", "--"),
             ({"norm": "batch"}, BN_COLOR, "with BN (ours)", "-"),
         ):
-            prof = _profile(ctx, where, column, early) if column in ctx.tables.layers else pd.DataFrame()
+            prof = (
+                _profile(ctx, where, column, early)
+                if column in ctx.tables.layers
+                else pd.DataFrame()
+            )
             if prof.empty:
                 continue
             drawn = True
@@ -711,7 +715,9 @@ def scale_invariance(ctx: FigureContext) -> Figure:
             "input_jacobian": style.COLORS[2],
             "weight_gradient": style.COLORS[1],
         }
-        series = sorted({(layer, float(eps)) for layer, eps in zip(table["layer"], table["eps"], strict=True)})
+        series = sorted(
+            {(layer, float(eps)) for layer, eps in zip(table["layer"], table["eps"], strict=True)}
+        )
         styles = {key: ("-" if key[1] == 0 else "--") for key in series}
         for check, color in looks.items():
             for layer, eps in series:
@@ -722,11 +728,26 @@ def scale_invariance(ctx: FigureContext) -> Figure:
                     & ~np.isclose(table["a"], 1.0)  # the reference itself: error exactly 0
                 ].sort_values("a")
                 values = rows["rel_error"].clip(lower=1e-18)
-                ax.plot(rows["a"], values, color=color, linestyle=styles[(layer, eps)], marker="o", markersize=2.5)
+                ax.plot(
+                    rows["a"],
+                    values,
+                    color=color,
+                    linestyle=styles[(layer, eps)],
+                    marker="o",
+                    markersize=2.5,
+                )
             handles.append(Patch(color=color, label=check.replace("_", " ")))
         for layer, eps in series:
             name = "torch BatchNorm1d" if layer == "torch" else "bnexp formula"
-            handles.append(Line2D([], [], color="black", linestyle=styles[(layer, eps)], label=f"{name}, eps = {eps:g}"))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color="black",
+                    linestyle=styles[(layer, eps)],
+                    label=f"{name}, eps = {eps:g}",
+                )
+            )
         for claim in ctx.finding.claims:
             if claim.get("measure") != "max_relative_error" or claim.get("retired"):
                 continue
@@ -736,7 +757,11 @@ def scale_invariance(ctx: FigureContext) -> Figure:
             x0 = float(low) if low is not None else float(table["a"].min())
             x1 = float(high) if high is not None else float(table["a"].max())
             ax.hlines(bound, x0, x1, color="black", linestyle=":", linewidth=0.9)
-            label = f"identity checks <= {bound:g}" if identity else f"claim <= {bound:g} (a {x0:g}-{x1:g})"
+            label = (
+                f"identity checks <= {bound:g}"
+                if identity
+                else f"claim <= {bound:g} (a {x0:g}-{x1:g})"
+            )
             ax.text(x0, bound * 1.6, label, fontsize=5.5, color=style.MUTED)
         if "a_sigma_min" in table.columns:
             torch_rows = table[table["eps"] > 0]
