@@ -553,7 +553,7 @@ def test_cli_trains_a_groupnorm_cnn_on_mnist_idx_with_batch_of_two(tmp_path):
     result = run_cli(
         "run", "data=mnist", "model=cnn", "norm=group", "batch_size=2", "steps=6", "log_every=2",
         "width=8", "data.source=torchvision", f"data.root={tmp_path / 'data'}", "threads=1",
-        f"hydra.run.dir={run_dir}", cwd=tmp_path,
+        "probe_size=16", f"hydra.run.dir={run_dir}", cwd=tmp_path,  # 32 test images: probe <= 32
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     meta = json.loads((run_dir / "meta.json").read_text())
