@@ -234,7 +234,11 @@ def validate(cfg: Config) -> None:
     if cfg.norm.groups is not None and cfg.norm.groups < 1:
         raise UserError(f"norm.groups={cfg.norm.groups} is not allowed: it must be >= 1.")
     # Every layer has width units (MLP) or width·2^k channels (CNN), so dividing width suffices.
-    if cfg.norm.name is NormName.group and cfg.norm.groups is not None and cfg.width % cfg.norm.groups:
+    if (
+        cfg.norm.name is NormName.group
+        and cfg.norm.groups is not None
+        and cfg.width % cfg.norm.groups
+    ):
         divisors = [d for d in range(1, min(cfg.width, 64) + 1) if cfg.width % d == 0]
         raise UserError(
             f"norm.groups={cfg.norm.groups} is not allowed with width={cfg.width}: GroupNorm's "
