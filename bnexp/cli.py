@@ -14,7 +14,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bnexp import __version__
-from bnexp.config import UserError, register_schema
+from bnexp.errors import UserError
+from bnexp.run.config import register_schema
 
 log = logging.getLogger("bnexp")
 
@@ -62,7 +63,7 @@ def job_threads(cfg: DictConfig, multirun: bool) -> int:
     thread each, unless hydra.launcher.cpus_per_task says otherwise); on SLURM the job's CPU
     affinity already is its allocation.
     """
-    from bnexp.runner import default_threads
+    from bnexp.run.runner import default_threads
 
     if getattr(cfg.model.name, "value", cfg.model.name) == "mlp":
         return 1
@@ -84,7 +85,7 @@ def job_threads(cfg: DictConfig, multirun: bool) -> int:
 
 @hydra.main(version_base="1.3", config_path="pkg://bnexp.configs", config_name="config")
 def hydra_run(cfg: DictConfig) -> str | None:
-    from bnexp.runner import execute
+    from bnexp.run.runner import execute
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -114,8 +115,8 @@ def hydra_run(cfg: DictConfig) -> str | None:
 
 
 def run_command(args: list[str]) -> int:
-    from bnexp.overrides import check_overrides, split_command_line
-    from bnexp.sweep import LAST_SWEEP, LaunchError
+    from bnexp.run.overrides import check_overrides, split_command_line
+    from bnexp.run.sweep import LAST_SWEEP, LaunchError
 
     flags, overrides = split_command_line(args)
     if not {"--help", "-h", "--hydra-help"} & set(flags):

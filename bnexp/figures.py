@@ -32,8 +32,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bnexp import intervals, plots, style
-from bnexp.outdir import make_output_dir
 from bnexp.plots import format_value
+from bnexp.run.outdir import make_output_dir
 from bnexp.runstatus import RESUME_HINT, STALE, run_status, stale_reason
 
 # Keys that never make two runs different experiments: the seed is aggregated over, the rest

@@ -55,10 +55,11 @@ from bnexp.claims import (
     evaluate,
     results_frame,
 )
-from bnexp.config import Config, UserError
 from bnexp.describe import dataset_title
+from bnexp.errors import UserError
 from bnexp.findings import SCALES, Finding, load_findings
-from bnexp.outdir import make_output_dir
+from bnexp.run.config import Config
+from bnexp.run.outdir import make_output_dir
 
 DEFAULT_OUT = "results/reproduce"
 DEFAULT_SCALE = "quick"
@@ -260,7 +261,7 @@ def compose_config(experiment: str, overrides: list[str]) -> Config:
     from omegaconf import OmegaConf
 
     import bnexp.cli  # noqa: F401 - registers the schema and the resolvers Hydra needs
-    from bnexp.config import validate
+    from bnexp.run.config import validate
 
     GlobalHydra.instance().clear()
     try:
@@ -637,7 +638,7 @@ class Reproducer:
 def _torch_threads(jobs: int):
     import torch
 
-    from bnexp.runner import default_threads
+    from bnexp.run.runner import default_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, min(jobs, default_threads(1))))

@@ -8,7 +8,7 @@ All three train the same model (3x100 sigmoid MLP with BN, batch 60) on the same
 MNIST batches in one process:
   (a) plain:      the bare loop: index a batch, forward, backward, SGD step; evaluation on the
                   test set at the same steps as bnexp's default schedule;
-  (b) bnexp:      bnexp.train.train with its default logging and evaluation;
+  (b) bnexp:      bnexp.run.train.train with its default logging and evaluation;
   (c) dataloader: torchvision-style DataLoader with per-sample ToTensor/Normalize, batch 60.
 It prints steps/s for each, by the wall clock and per CPU-second of this process (the second is
 robust to other jobs on a shared machine), best of interleaved rounds, and the ratios b/a
@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from bnexp.config import Config, eval_interval
-from bnexp.data import InMemoryData, batch_indices, load_data
-from bnexp.models import build_model
-from bnexp.train import evaluate, train
+from bnexp.run.config import Config, eval_interval
+from bnexp.run.data import InMemoryData, batch_indices, load_data
+from bnexp.run.models import build_model
+from bnexp.run.train import evaluate, train
 
 
 def make_config(**overrides) -> Config:
@@ -168,9 +168,9 @@ def interleaved_best(runs: dict, repeats: int) -> tuple[dict, dict, list[dict]]:
 
 def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3) -> tuple[float, float]:
     """CPU seconds of one log step's measurements (stats, probe pass) and of one training step."""
-    from bnexp.models import hidden_blocks
-    from bnexp.probes import capture
-    from bnexp.train import measure_layers
+    from bnexp.run.models import hidden_blocks
+    from bnexp.run.probes import capture
+    from bnexp.run.train import measure_layers
 
     torch.manual_seed(0)
     model = build_model(cfg, data.input_shape, data.num_classes)
@@ -200,7 +200,7 @@ def bench_cnn(args) -> None:
     """Wall-clock steps/s (what a user waits for) and CPU-time steps/s (the same work measured
     by the CPU time this process got: robust to other jobs on a shared machine, which slow the
     wall clock by a factor of up to 3 here). Best of interleaved rounds for both."""
-    import bnexp.cnn
+    import bnexp.run.cnn
 
     steps = args.steps if args.steps is not None else 300
     data = synthetic_cifar_shaped(args.cnn_train, args.cnn_test)
@@ -219,11 +219,11 @@ def bench_cnn(args) -> None:
     )
 
     def plain_nchw() -> None:
-        bnexp.cnn.CHANNELS_LAST = False
+        bnexp.run.cnn.CHANNELS_LAST = False
         try:
             plain_loop(cfg, data, evaluate_on_schedule=False)
         finally:
-            bnexp.cnn.CHANNELS_LAST = True
+            bnexp.run.cnn.CHANNELS_LAST = True
 
     runs = {
         "plain": lambda: plain_loop(cfg, data),

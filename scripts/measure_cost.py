@@ -1,4 +1,4 @@
-"""Cost of one call of the optimisation measurements (bnexp.ics, bnexp.landscape), in ms.
+"""Cost of one call of the optimisation measurements (bnexp.run.ics, bnexp.run.landscape), in ms.
 
     python scripts/measure_cost.py [--threads 1] [--repeats 20]
     python scripts/measure_cost.py --resolution      # landscape maxima: 8 vs 64 step sizes
@@ -26,10 +26,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bnexp.cnn import build_cnn
-from bnexp.ics import internal_covariate_shift
-from bnexp.landscape import loss_landscape
-from bnexp.models import build_mlp, hidden_blocks
+from bnexp.run.cnn import build_cnn
+from bnexp.run.ics import internal_covariate_shift
+from bnexp.run.landscape import loss_landscape
+from bnexp.run.models import build_mlp, hidden_blocks
 
 LR = 0.1
 

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import bnexp.cli  # noqa: F401 - registers the schema and the resolver, as the CLI does
-from bnexp.config import Config
+from bnexp.run.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def make_config(**overrides) -> Config:
 
 @pytest.fixture(scope="session")
 def bundled_data():
-    from bnexp.data import load_data
+    from bnexp.run.data import load_data
 
     return load_data("mnist", "/nonexistent", "bundled", False, False)
 

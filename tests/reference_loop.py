@@ -21,7 +21,7 @@ and `metrics.csv` column from its definition in README.md (statistics in float64
   and the unbiased batch variance (PyTorch's convention); eval mode uses the running ones.
 - noisy BN (`norm=noisy`: after BN; `norm=noise_only`: alone, the Linear keeps its bias):
   Santurkar et al.'s per-activation noise, drawn by the RNG convention bnexp documents in
-  bnexp/layers.py (class _NoisyAfter), rewritten here from that text (see `Noise`).
+  bnexp/run/layers.py (class _NoisyAfter), rewritten here from that text (see `Noise`).
 - batch order reimplemented (not imported): a torch.Generator seeded with `seed`, one
   randperm of the training set per epoch, consecutive slices of `batch_size`, the last
   partial batch of each epoch dropped.
@@ -175,7 +175,7 @@ class BatchNorm:
 
 
 def noise_generator(seed: int, layer: int, step: int, stream: str) -> torch.Generator:
-    """bnexp's documented convention (bnexp/layers.py, class _NoisyAfter): one CPU generator per
+    """bnexp's documented convention (bnexp/run/layers.py, class _NoisyAfter): one CPU generator per
     (run seed, 1-based layer, step, stream), seeded by the first 8 bytes (little-endian) of
     sha256("bnexp-noise:{seed}:{layer}:{step}:{stream}"), shifted right by one bit."""
     digest = hashlib.sha256(f"bnexp-noise:{seed}:{layer}:{step}:{stream}".encode()).digest()

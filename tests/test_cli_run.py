@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bnexp.records import LAYERS_COLUMNS, METRICS_COLUMNS
+from bnexp.run.records import LAYERS_COLUMNS, METRICS_COLUMNS
 
 from conftest import TINY, read_csv, run_cli
 
@@ -147,7 +147,7 @@ def test_headline_command_is_accepted(tmp_path):
 def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_again(tmp_path):
     """SIGKILL leaves meta.json saying running: readers must call the run stale (its process is
     gone), `bnexp figures` must count it so, and re-running the same command must finish it."""
-    from bnexp.records import read_meta
+    from bnexp.run.records import read_meta
     from bnexp.runstatus import run_status, this_host
 
     run_dir = tmp_path / "run"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bnexp.claims import Tables, evaluate
-from bnexp.config import UserError
+from bnexp.errors import UserError
 from bnexp.findings import load_findings
 from bnexp.reproduce import (
     FindingResult,

@@ -16,18 +16,19 @@ from scipy import stats as scipy_stats
 from torch import nn
 
 from bnexp.claims import MEASURES, Tables
-from bnexp.config import UserError, config_hash, validate
+from bnexp.errors import UserError
 from bnexp.findings import load_findings
-from bnexp.layers import (
+from bnexp.run.config import config_hash, validate
+from bnexp.run.layers import (
     ActivationNoise,
     NoisyBatchNorm1d,
     NoisyBatchNorm2d,
     make_norm,
     noise_generator,
 )
-from bnexp.models import build_model, hidden_blocks
-from bnexp.records import LAYERS_COLUMNS, METRICS_COLUMNS
-from bnexp.train import train
+from bnexp.run.models import build_model, hidden_blocks
+from bnexp.run.records import LAYERS_COLUMNS, METRICS_COLUMNS
+from bnexp.run.train import train
 
 from conftest import REPO, make_config
 

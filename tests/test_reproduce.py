@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 import bnexp.cli  # noqa: F401 - registers the schema and resolvers before composing
 from bnexp import plots
-from bnexp.config import Config, UserError, validate
+from bnexp.errors import UserError
 from bnexp.findings import SCALES, load_findings
 from bnexp.reproduce import (
     BASE_OVERRIDES,
@@ -26,6 +26,7 @@ from bnexp.reproduce import (
     print_list,
     sweep_key,
 )
+from bnexp.run.config import Config, validate
 
 CONFIGS = importlib.resources.files("bnexp.configs")
 EXPERIMENTS = sorted(

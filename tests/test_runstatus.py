@@ -78,7 +78,7 @@ def test_the_reader_imports_without_torch():
 def test_the_heartbeat_is_written_at_log_steps_at_most_every_few_seconds(tmp_path, monkeypatch):
     import json
 
-    from bnexp import runner
+    from bnexp.run import runner
 
     from conftest import make_config
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from bnexp.claims import MEASURES, check_claim
-from bnexp.config import UserError
+from bnexp.errors import UserError
 
 SCALES = ("quick", "paper")
 REQUIRED_KEYS = ("title", "reference", "summary", "published", "setup", "claims")

@@ -2,7 +2,7 @@
 
 A procedure takes the run configs of its finding (one per seed, already validated) and
 returns tidy tables for its claims (`bnexp.claims.Tables.extra`). It trains through
-`bnexp.train.train`, which hands back the trained model, and never writes files: the caller
+`bnexp.run.train.train`, which hands back the trained model, and never writes files: the caller
 saves the tables.
 """
 
@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bnexp.config import Config
-from bnexp.data import InMemoryData, load_data
-from bnexp.models import hidden_blocks
-from bnexp.train import train
+from bnexp.run.config import Config
+from bnexp.run.data import InMemoryData, load_data
+from bnexp.run.models import hidden_blocks
+from bnexp.run.train import train
 
 
 @dataclass

