@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from bnexp.run.config import Config, eval_interval
+from bnexp.run.config import Config, eval_interval, register_configs
 from bnexp.run.data import InMemoryData, batch_indices, load_data
 from bnexp.run.models import build_model
 from bnexp.run.train import evaluate, train
@@ -131,8 +131,7 @@ def default_cnn_config(**overrides) -> Config:
     """The config `bnexp run model=cnn KEY=VALUE...` composes (configs/model/cnn.yaml included)."""
     from hydra import compose, initialize_config_module
 
-    import bnexp.cli  # noqa: F401 - registers the schema and the resolvers the config uses
-
+    register_configs()
     with initialize_config_module(config_module="bnexp.configs", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=cnn", *(f"{k}={v}" for k, v in overrides.items())])
     return OmegaConf.to_object(cfg)

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import bnexp.cli  # noqa: F401 - registers the schema and the resolver, as the CLI does
-from bnexp.run.config import Config
+from bnexp.run.config import Config, register_configs
+
+register_configs()  # the schema and resolver configs/ needs, as `bnexp run` registers them
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from bnexp.errors import UserError
+from bnexp.run import network
 
 log = logging.getLogger("bnexp")
 
@@ -111,7 +112,7 @@ def _obtain(root: Path, folder: Path, missing: list[str], download: bool) -> Non
     archive = root / CIFAR10.filename
     if archive.is_file():
         _extract(archive, root)
-    elif download and network_reachable():
+    elif download and network.network_reachable(HOST):
         _download(root)
     else:
         reason = (
@@ -130,12 +131,6 @@ def _obtain(root: Path, folder: Path, missing: list[str], download: bool) -> Non
             f"data=cifar10: after extracting CIFAR-10 into data.root={root}, {folder} still lacks "
             f"{', '.join(still_missing)}. {how_to_get(root)}"
         )
-
-
-def network_reachable() -> bool:
-    from bnexp.run.data import network_reachable as reachable
-
-    return reachable(HOST)
 
 
 def _to_tensors(dataset) -> tuple[Tensor, Tensor]:

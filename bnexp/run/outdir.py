@@ -1,12 +1,29 @@
-"""Output directories: made up front, so that one that cannot be made is a user error naming
-the key and the path (exit 2), never a traceback from deep inside Hydra or a plot."""
+"""Output directories: their names (slug) and their making. A directory is made up front, so
+that one that cannot be made is a user error naming the key and the path (exit 2), never a
+traceback from deep inside Hydra or a plot."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from bnexp.errors import UserError
+
+
+def slug(override_dirname: str) -> str:
+    """A directory-name-safe form of a run's overrides ("base" when there are none): the Hydra
+    resolver `bnexp_slug` that configs/config.yaml uses for run and sweep-job directories.
+
+    Names longer than 120 characters are cut and end with a hash of the whole, so two jobs
+    whose overrides differ only at the end never share a directory.
+    """
+    text = re.sub(r"[^A-Za-z0-9=,._+-]", "_", override_dirname)
+    if len(text) > 120:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:10]
+        text = f"{text[:108]}_{digest}"
+    return text or "base"
 
 
 def make_output_dir(key: str, path: str | Path) -> Path:

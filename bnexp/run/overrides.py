@@ -15,7 +15,7 @@ import re
 from dataclasses import fields, is_dataclass
 
 from bnexp.errors import UserError
-from bnexp.run.config import Config
+from bnexp.run.config import Config, register_configs
 
 GROUPS = ("data", "model", "norm", "optim", "experiment")
 
@@ -146,6 +146,7 @@ def check_overrides(overrides: list[str]) -> None:
     was_initialized = GlobalHydra.instance().is_initialized()
     if was_initialized:
         return  # inside another Hydra app (tests): leave the checking to it
+    register_configs()
     with initialize_config_module(config_module="bnexp.configs", version_base="1.3"):
         for prefix, key, value in checks:
             try:

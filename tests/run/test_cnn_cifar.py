@@ -22,9 +22,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-import bnexp.cli  # noqa: F401 - registers the config schema and resolvers
 from bnexp.errors import UserError
-from bnexp.run import cifar
+from bnexp.run import cifar, network
 from bnexp.run.augment import random_crop_flip
 from bnexp.run.cnn import block_channels, build_cnn, stage_sizes
 from bnexp.run.config import Config, validate
@@ -145,7 +144,7 @@ def test_cifar10_missing_files_name_the_expected_directory(tmp_path, monkeypatch
     assert str(folder) in message and "data.download=false" in message and cifar.URL in message
 
     # download=true but offline: fails at once (no download attempt, no hang).
-    monkeypatch.setattr(cifar, "network_reachable", lambda: False)
+    monkeypatch.setattr(network, "network_reachable", lambda *a, **k: False)
     start = time.perf_counter()
     with pytest.raises(UserError, match="not reachable") as error:
         load_data("cifar10", tmp_path, "auto", download=True, binarize_pixels=False)
@@ -169,7 +168,7 @@ def test_cifar10_failed_download_is_a_user_error(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise urllib.error.URLError("simulated: connection reset")
 
-    monkeypatch.setattr(cifar, "network_reachable", lambda: True)
+    monkeypatch.setattr(network, "network_reachable", lambda *a, **k: True)
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", no_network)  # never the network
     with pytest.raises(UserError, match="downloading CIFAR-10 .* failed .*connection reset"):
         load_data("cifar10", tmp_path, "torchvision", download=True, binarize_pixels=False)

@@ -164,7 +164,7 @@ def test_configs_live_at_the_top_level_and_ship_as_package_data():
 
 
 def test_run_directory_names_are_safe_and_unique():
-    from bnexp.cli import slug
+    from bnexp.run.outdir import slug
 
     assert slug("") == "base"
     assert slug("norm=batch,depth=10") == "norm=batch,depth=10"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bnexp.errors import UserError
-from bnexp.run import data as data_module
+from bnexp.run import network
 from bnexp.run.data import BUNDLED_SOURCE, batch_indices, load_data, probe_indices
 
 from synthetic_data import write_mnist
@@ -15,7 +15,7 @@ from synthetic_data import write_mnist
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Never touch the network, whatever machine the tests run on."""
-    monkeypatch.setattr(data_module, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "network_reachable", lambda *a, **k: False)
 
 
 def test_bundled_subset_split_is_stratified_disjoint_and_fixed(bundled_data):

@@ -15,7 +15,7 @@ import torch
 
 from bnexp.errors import UserError
 from bnexp.run import data as data_module
-from bnexp.run import fashion, idx
+from bnexp.run import fashion, idx, network
 from bnexp.run.data import load_data
 
 from conftest import run_cli
@@ -33,7 +33,7 @@ needs_real_files = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Never touch the network, whatever machine the tests run on."""
-    monkeypatch.setattr(data_module, "network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(network, "network_reachable", lambda *a, **k: False)
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_fashion_download_when_nothing_is_installed(tmp_path, no_system_copy, mo
         write_idx_files(root / "FashionMNIST" / "raw", train=30, test=10)
         return True
 
-    monkeypatch.setattr(data_module, "network_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(network, "network_reachable", lambda *a, **k: True)
     monkeypatch.setattr(fashion, "download", fake_download)
     data = load_data("fashion_mnist", tmp_path / "root", "auto", True, False)
     assert data.source == "torchvision" and len(data.y_train) == 30 and calls == [tmp_path / "root"]
