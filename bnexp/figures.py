@@ -31,10 +31,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bnexp import intervals, plots, style
+from bnexp import intervals, plots, rundir, style
 from bnexp.plots import format_value
 from bnexp.run.outdir import make_output_dir
-from bnexp.runstatus import RESUME_HINT, STALE, run_status, stale_reason
+from bnexp.rundir import RESUME_HINT, STALE, run_status, stale_reason
 
 # Keys that never make two runs different experiments: the seed is aggregated over, the rest
 # changes where or how often things are written, not what is learnt.
@@ -132,7 +132,7 @@ def collect(
     """
     rows, layer_frames, metric_frames, warnings = [], [], [], []
     for run_dir in run_dirs:
-        run = plots.load_run(run_dir)
+        run = rundir.load_run(run_dir)
         row = {"run_dir": str(run_dir), **run.config, **summarize_run(run, target)}
         warnings += run.warnings + status_warnings(run, row)
         rows.append(row)
@@ -140,12 +140,12 @@ def collect(
             metric_frames.append(run.metrics.assign(run_dir=str(run_dir)))
             layer_frames.append(run.layers.assign(run_dir=str(run_dir)))
     runs = pd.DataFrame(rows)
-    metrics = _concat(metric_frames, plots.METRICS_COLUMNS)
-    layers = _concat(layer_frames, plots.LAYERS_COLUMNS)
+    metrics = _concat(metric_frames, rundir.METRICS_COLUMNS)
+    layers = _concat(layer_frames, rundir.LAYERS_COLUMNS)
     return runs, layers, metrics, warnings
 
 
-def summarize_run(run: plots.Run, target: float) -> dict[str, Any]:
+def summarize_run(run: rundir.Run, target: float) -> dict[str, Any]:
     tested = run.metrics.dropna(subset=["test_acc"])
     reached = tested[tested["test_acc"] >= target]
     status = run_status(run.meta) if run.meta else run.status  # "stale": running, process gone
@@ -170,7 +170,7 @@ def summarize_run(run: plots.Run, target: float) -> dict[str, Any]:
     }
 
 
-def status_warnings(run: plots.Run, row: dict[str, Any]) -> list[str]:
+def status_warnings(run: rundir.Run, row: dict[str, Any]) -> list[str]:
     """What a reader of the figures must know about this run's status."""
     where = run.path
     status = row["status"]
@@ -196,7 +196,7 @@ def status_warnings(run: plots.Run, row: dict[str, Any]) -> list[str]:
 def _concat(frames: list[pd.DataFrame], columns: Sequence[str]) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     if not frames:
-        return plots.empty_frame([*columns, "run_dir"])
+        return rundir.empty_frame([*columns, "run_dir"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -373,8 +373,8 @@ def build_sweep(runs_df: pd.DataFrame, keys: list[str]) -> Sweep:
         values=values,
         variants=variants,
         caption=sweep_caption(runs_df, keys),
-        title_suffix=f" · data: {plots.BUNDLED_TEXT}"
-        if (runs_df.get("data_source", pd.Series(dtype=str)) == plots.BUNDLED_SOURCE).any()
+        title_suffix=f" · data: {rundir.BUNDLED_TEXT}"
+        if (runs_df.get("data_source", pd.Series(dtype=str)) == rundir.BUNDLED_SOURCE).any()
         else "",
         variant_suffix=suffix,
     )
@@ -1217,7 +1217,7 @@ def index_markdown(
         "",
     ]
     data_text = sweep_data_text(runs_df)
-    lines += [f"**{data_text}**" if plots.BUNDLED_TEXT in data_text else data_text, ""]
+    lines += [f"**{data_text}**" if rundir.BUNDLED_TEXT in data_text else data_text, ""]
     lines += ["## Figures", ""]
     for spec, paths in figure_entries:
         png = next(p for p in paths if p.suffix == ".png")

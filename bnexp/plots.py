@@ -12,11 +12,8 @@ a single step. None of those may stop a figure from being drawn.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,22 +35,7 @@ from bnexp.describe import (  # noqa: F401 - part of this module's interface too
     format_value,
     is_missing,
 )
-
-METRICS_COLUMNS: tuple[str, ...] = (
-    "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s",
-)  # fmt: skip
-LAYERS_COLUMNS: tuple[str, ...] = (
-    "step", "layer", "grad_w_mean_abs", "grad_w_norm", "grad_w_ratio", "update_ratio",
-    "grad_act_mean_abs", "pre_mean", "pre_std", "pre_min", "pre_max", "pre_p15", "pre_p50",
-    "pre_p85", "act_mean", "act_std", "act_min", "act_max", "act_sat_frac", "unit_p15",
-    "unit_p50", "unit_p85", "gamma_mean", "gamma_std", "beta_mean", "beta_std",
-    "running_mean_mean", "running_var_mean",
-)  # fmt: skip
-
-# Config groups whose choice Hydra stores as `<group>.name`; users type `norm=batch`, so that
-# is how the choice is shown and keyed everywhere (`norm`, not `norm.name`).
-BUNDLED_SOURCE = "bundled-mnist5k"
-BUNDLED_TEXT = "bundled MNIST subset (5,000 digits)"
+from bnexp.rundir import BUNDLED_SOURCE, BUNDLED_TEXT, PLOTS_DIR, Run, load_run
 
 # The figures save_run_plots writes into <run>/plots/ (file name without extension: title).
 RUN_PLOT_TITLES: dict[str, str] = {
@@ -68,124 +50,6 @@ RUN_PLOT_NAMES: tuple[str, ...] = tuple(RUN_PLOT_TITLES)
 
 STEP_LABEL = "training step (SGD updates)"
 SPARSE_POINTS = 12  # series with at most this many points get markers, so one point shows
-
-
-# --------------------------------------------------------------------------------------------
-# Reading a run directory
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """Everything one run directory holds, already parsed; `warnings` says what was odd."""
-
-    path: Path
-    config: dict[str, Any]  # flat: `depth`, `norm`, `norm.momentum`, `optim.lr`, ...
-    meta: dict[str, Any]
-    metrics: pd.DataFrame
-    layers: pd.DataFrame
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        return str(self.meta.get("status") or "unknown")
-
-    @property
-    def diverged_at_step(self) -> float | None:
-        """The step a diverged run stopped at: meta's own number, else its last logged step."""
-        if self.status != "diverged":
-            return None
-        step = _as_float(self.meta.get("diverged_at_step"))
-        if step is None and not self.metrics.empty:
-            step = float(self.metrics["step"].max())
-        return step
-
-
-def empty_frame(columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=float) for name in columns})
-
-
-def read_csv_tolerant(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Read a metrics/layers CSV into numeric columns; never raise on a damaged file.
-
-    Returns the frame (all contract columns present, empty cells as NaN, sorted by step) and
-    warnings naming the file. A last line without a newline is a row the writer had not
-    finished (run still going, or killed): it is dropped, since a cut-off number is wrong.
-    """
-    warnings: list[str] = []
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return empty_frame(columns), warnings
-    except OSError as err:
-        return empty_frame(columns), [f"{path}: cannot read ({err})"]
-    if raw and not raw.endswith(b"\n"):
-        last_newline = raw.rfind(b"\n")
-        raw = raw[: last_newline + 1] if last_newline >= 0 else b""
-        warnings.append(
-            f"{path}: last line is incomplete (run still writing, or killed); ignored that line"
-        )
-    if not raw.strip():
-        return empty_frame(columns), warnings
-    try:
-        frame = pd.read_csv(io.BytesIO(raw), on_bad_lines="skip", skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        return empty_frame(columns), warnings + [f"{path}: cannot parse ({err})"]
-    missing = [name for name in columns if name not in frame.columns]
-    if missing:
-        warnings.append(f"{path}: no column(s) {', '.join(missing)}; treated as empty")
-    for name in missing:
-        frame[name] = np.nan
-    frame = frame.apply(pd.to_numeric, errors="coerce")
-    frame = frame.dropna(subset=["step"]).sort_values("step", kind="stable")
-    return frame.reset_index(drop=True), warnings
-
-
-def read_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """meta.json as a dict; {} (with a warning) when it is missing or half-written."""
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}, []
-    except (OSError, ValueError) as err:
-        return {}, [f"{path}: unreadable ({err}); treating the run's status as unknown"]
-    if not isinstance(meta, dict):
-        return {}, [f"{path}: not a JSON object; ignored"]
-    return meta, []
-
-
-def read_config(run_dir: Path, meta: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The run's resolved config, flattened: `.hydra/config.yaml`, else meta.json's copy."""
-    hydra_config = run_dir / ".hydra" / "config.yaml"
-    if hydra_config.is_file():
-        try:
-            from omegaconf import OmegaConf
-
-            loaded = OmegaConf.load(hydra_config)
-            try:
-                nested = OmegaConf.to_container(loaded, resolve=True)
-            except Exception:  # an interpolation that only Hydra can resolve: keep it as text
-                nested = OmegaConf.to_container(loaded, resolve=False)
-            if isinstance(nested, dict):
-                return flatten_config(nested), []
-        except Exception as err:  # a damaged YAML file must not stop the other runs
-            warning = f"{hydra_config}: unreadable ({type(err).__name__}: {err})"
-            if isinstance(meta.get("config"), Mapping):
-                return flatten_config(meta["config"]), [warning + "; used meta.json's config"]
-            return {}, [warning]
-    if isinstance(meta.get("config"), Mapping):
-        return flatten_config(meta["config"]), []
-    return {}, [f"{run_dir}: no .hydra/config.yaml and no config in meta.json"]
-
-
-def load_run(run_dir: str | Path) -> Run:
-    run_dir = Path(run_dir)
-    meta, warnings = read_meta(run_dir / "meta.json")
-    config, config_warnings = read_config(run_dir, meta)
-    metrics, metrics_warnings = read_csv_tolerant(run_dir / "metrics.csv", METRICS_COLUMNS)
-    layers, layers_warnings = read_csv_tolerant(run_dir / "layers.csv", LAYERS_COLUMNS)
-    warnings += config_warnings + metrics_warnings + layers_warnings
-    return Run(run_dir, config, meta, metrics, layers, warnings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,5 +476,5 @@ def save_run_plots(run_dir: Path) -> list[Path]:
     written: list[Path] = []
     for name, build in builders.items():
         fig = build(title=title_with_source(RUN_PLOT_TITLES[name], run.meta), caption=caption)
-        written += style.savefig(fig, Path(run_dir) / "plots" / name, formats=("png",))
+        written += style.savefig(fig, Path(run_dir) / PLOTS_DIR / name, formats=("png",))
     return written

@@ -60,6 +60,7 @@ from bnexp.errors import UserError
 from bnexp.findings import SCALES, Finding, load_findings
 from bnexp.run.config import Config
 from bnexp.run.outdir import make_output_dir
+from bnexp.rundir import BUNDLED_SOURCE
 
 DEFAULT_OUT = "results/reproduce"
 DEFAULT_SCALE = "quick"
@@ -67,7 +68,6 @@ DEFAULT_JOBS = 2
 # Added before the scale's overrides (a user's own override wins): the finding draws its own
 # figures, so the runs skip their per-run plots (seconds each).
 BASE_OVERRIDES = ["plots=false"]
-BUNDLED_SOURCE = "bundled-mnist5k"
 MANIFEST = "reproduce_jobs.json"
 
 USAGE = f"""\

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from bnexp.run.records import LAYERS_COLUMNS, METRICS_COLUMNS
+from bnexp.rundir import LAYERS_COLUMNS, METRICS_COLUMNS
 
 from conftest import TINY, read_csv, run_cli
 
@@ -44,12 +44,12 @@ def test_run_writes_every_file_with_complete_finite_columns(tmp_path):
     assert meta["config"]["depth"] == 4
 
     metrics = read_csv(run_dir / "metrics.csv")
-    assert list(metrics[0]) == METRICS_COLUMNS
+    assert list(metrics[0]) == list(METRICS_COLUMNS)
     assert [int(r["step"]) for r in metrics] == [0, 5, 10, 15, 20]
     assert all(r["test_acc"] for r in metrics if int(r["step"]) % 10 == 0)
 
     layers = read_csv(run_dir / "layers.csv")
-    assert list(layers[0]) == LAYERS_COLUMNS
+    assert list(layers[0]) == list(LAYERS_COLUMNS)
     assert len(layers) == 5 * 4
     for row in layers:
         for name, value in row.items():
@@ -147,8 +147,7 @@ def test_headline_command_is_accepted(tmp_path):
 def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_again(tmp_path):
     """SIGKILL leaves meta.json saying running: readers must call the run stale (its process is
     gone), `bnexp figures` must count it so, and re-running the same command must finish it."""
-    from bnexp.run.records import read_meta
-    from bnexp.runstatus import run_status, this_host
+    from bnexp.rundir import read_meta, run_status, this_host
 
     run_dir = tmp_path / "run"
     args = ["run", *TINY, "steps=4000", "log_every=50", "plots=false", f"hydra.run.dir={run_dir}"]
@@ -158,7 +157,7 @@ def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_aga
     )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        meta = read_meta(run_dir) or {}
+        meta, _ = read_meta(run_dir)
         metrics = run_dir / "metrics.csv"
         if (
             meta.get("status") == "running"
@@ -171,7 +170,7 @@ def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_aga
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
 
-    meta = read_meta(run_dir)
+    meta, _ = read_meta(run_dir)
     assert meta["status"] == "running"  # what the killed process left
     assert meta["pid"] == process.pid and meta["host"] == this_host() and meta["heartbeat"]
     assert run_status(meta) == "stale"
@@ -185,7 +184,7 @@ def test_a_killed_run_is_stale_for_every_reader_and_the_same_command_runs_it_aga
 
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    meta = read_meta(run_dir)
+    meta, _ = read_meta(run_dir)
     assert run_status(meta) == "completed" and meta["steps_done"] == 4000
     steps = [int(r["step"]) for r in read_csv(run_dir / "metrics.csv")]
     assert steps == list(range(0, 4001, 50))  # started again from step 0, nothing duplicated

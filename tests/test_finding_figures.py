@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bnexp import plots
+from bnexp import rundir
 from bnexp.claims import Tables
 from bnexp.findings import load_findings
 from bnexp.findings.figures import FIGURES, FigureContext, save_png
@@ -81,7 +81,7 @@ def synthetic_tables(
             )
             for layer in range(1, depth + 1):
                 spread = 1 + step / 1000
-                row = {c: 0.5 for c in plots.LAYERS_COLUMNS}
+                row = {c: 0.5 for c in rundir.LAYERS_COLUMNS}
                 row.update({
                     "run_id": run_id, "step": step, "layer": layer,
                     "grad_w_mean_abs": 1e-3 * 2.0**layer, "grad_w_norm": 0.1 * 2.0**layer,

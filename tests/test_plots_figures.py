@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bnexp import figures, plots, style
+from bnexp import figures, plots, rundir, style
 
 METRICS_COLUMNS = "step,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s".split(",")
 LAYERS_COLUMNS = (
@@ -352,7 +352,7 @@ def test_a_run_without_gamma_and_beta_gets_no_norm_parameter_figure(tmp_path: Pa
 
 
 def test_norm_parameter_figure_draws_gamma_and_beta_per_layer(tmp_path: Path) -> None:
-    run = plots.load_run(write_run(tmp_path / "run", norm="batch", depth=3))
+    run = rundir.load_run(write_run(tmp_path / "run", norm="batch", depth=3))
     fig = plots.plot_norm_params(run.layers)
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.lines]
     assert len(panels) == 3
@@ -374,7 +374,7 @@ def test_run_plots_tolerate_one_step_and_depth_one(tmp_path: Path) -> None:
 
 def test_run_plots_at_depth_twenty(tmp_path: Path) -> None:
     """Twenty small panels per figure; drawing one is enough to catch a layout failure."""
-    run = plots.load_run(write_run(tmp_path / "run", depth=20, steps=200))
+    run = rundir.load_run(write_run(tmp_path / "run", depth=20, steps=200))
     for build in (plots.plot_grad_profile, plots.plot_act_range, plots.plot_unit_percentiles):
         assert len(build(run.layers).axes) >= 2
     fig = plots.plot_pre_bands(run.layers, caption=plots.run_caption(run))
@@ -388,6 +388,6 @@ def test_tolerant_reader_drops_only_the_cut_line(tmp_path: Path) -> None:
     path.write_text(
         "step,train_loss,train_acc,test_loss,test_acc,lr,elapsed_s\n0,2.3,0.1,,,0.1,0.0\n10,2.1,0."
     )
-    frame, warnings = plots.read_csv_tolerant(path, METRICS_COLUMNS)
+    frame, warnings = rundir.read_csv_tolerant(path, METRICS_COLUMNS)
     assert frame["step"].tolist() == [0] and np.isnan(frame["test_acc"].iloc[0])
     assert len(warnings) == 1 and "incomplete" in warnings[0]

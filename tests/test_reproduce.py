@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 import bnexp.cli  # noqa: F401 - registers the schema and resolvers before composing
-from bnexp import plots
+from bnexp import rundir
 from bnexp.errors import UserError
 from bnexp.findings import SCALES, load_findings
 from bnexp.reproduce import (
@@ -243,17 +243,17 @@ def write_job(
     ))  # fmt: skip
     steps = list(range(0, 101, 10))
     accuracy = [0.1 + (final_acc - 0.1) * min(1.0, s / 50) for s in steps]
-    metrics = pd.DataFrame({c: [float("nan")] * len(steps) for c in plots.METRICS_COLUMNS})
+    metrics = pd.DataFrame({c: [float("nan")] * len(steps) for c in rundir.METRICS_COLUMNS})
     metrics["step"], metrics["test_acc"], metrics["train_loss"] = steps, accuracy, 0.5
     metrics.to_csv(job / "metrics.csv", index=False, na_rep="")
     rows = []
     for step in steps:
         for layer in range(1, depth + 1):
-            row = {c: float("nan") for c in plots.LAYERS_COLUMNS}
+            row = {c: float("nan") for c in rundir.LAYERS_COLUMNS}
             row.update({"step": step, "layer": layer})
             row.update({c: values[layer - 1] for c, values in (layers or {}).items()})
             rows.append(row)
-    pd.DataFrame(rows, columns=list(plots.LAYERS_COLUMNS)).to_csv(
+    pd.DataFrame(rows, columns=list(rundir.LAYERS_COLUMNS)).to_csv(
         job / "layers.csv", index=False, na_rep=""
     )
     return job

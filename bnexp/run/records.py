@@ -13,13 +13,11 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnexp.run.stats import LAYER_STATS
-
-METRICS_COLUMNS = ["step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s"]
-LAYERS_COLUMNS = ["step", "layer", *LAYER_STATS]
+from bnexp.rundir import LAYERS_COLUMNS, LAYERS_FILE, META_FILE, METRICS_COLUMNS, METRICS_FILE
 
 
 def format_cell(value: Any) -> str:
@@ -39,7 +37,7 @@ def format_cell(value: Any) -> str:
 class CsvStream:
     """A CSV file written one row at a time, flushed after every batch of rows."""
 
-    def __init__(self, path: Path, columns: list[str]):
+    def __init__(self, path: Path, columns: Sequence[str]):
         self.columns = columns
         self._file = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
         self._writer = csv.writer(self._file)
@@ -64,13 +62,6 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(text + "\n")
     os.replace(tmp, path)
-
-
-def read_meta(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def git_commit() -> str | None:
@@ -109,12 +100,12 @@ class RunRecord:
         self.layers: CsvStream | None = None
 
     def open_csvs(self) -> None:
-        self.metrics = CsvStream(self.run_dir / "metrics.csv", METRICS_COLUMNS)
-        self.layers = CsvStream(self.run_dir / "layers.csv", LAYERS_COLUMNS)
+        self.metrics = CsvStream(self.run_dir / METRICS_FILE, METRICS_COLUMNS)
+        self.layers = CsvStream(self.run_dir / LAYERS_FILE, LAYERS_COLUMNS)
 
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
-        write_json_atomic(self.run_dir / "meta.json", self.meta)
+        write_json_atomic(self.run_dir / META_FILE, self.meta)
 
     def close(self) -> None:
         for stream in (self.metrics, self.layers):

@@ -17,9 +17,9 @@ from bnexp.describe import config_summary, flatten_config
 from bnexp.errors import UserError
 from bnexp.run.config import Config, config_hash, to_container, validate
 from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
-from bnexp.run.records import RunRecord, environment, read_meta
+from bnexp.run.records import RunRecord, environment
 from bnexp.run.train import train
-from bnexp.runstatus import HEARTBEAT_EVERY_S, RUNNING, now_iso, run_status, this_host
+from bnexp.rundir import HEARTBEAT_EVERY_S, RUNNING, now_iso, read_meta, run_status, this_host
 
 log = logging.getLogger("bnexp")
 
@@ -41,14 +41,14 @@ def as_config(cfg: DictConfig | Config) -> Config:
 
 def finished_before(run_dir: Path, digest: str) -> bool:
     """True if this directory already holds a completed run of exactly this configuration."""
-    meta = read_meta(run_dir)
+    meta, _warnings = read_meta(run_dir)
     return bool(meta) and meta.get("status") == "completed" and meta.get("config_hash") == digest
 
 
 def refuse_live_run(run_dir: Path) -> None:
     """UserError if another live process on this host is running into run_dir (two writers
     would interleave their CSV rows). A stale run (its process gone) is run again."""
-    meta = read_meta(run_dir)
+    meta, _warnings = read_meta(run_dir)
     if (
         meta
         and run_status(meta) == RUNNING
@@ -194,7 +194,7 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
         record.metrics.write([metrics_row])
         record.layers.write(layer_rows)
         record.meta["steps_done"] = metrics_row[0]
-        # The heartbeat that lets readers tell a live run from a killed one (runstatus.py):
+        # The heartbeat that lets readers tell a live run from a killed one (rundir.py):
         # meta.json rewritten (~0.3 ms) at most every HEARTBEAT_EVERY_S seconds.
         if time.monotonic() - last_beat["at"] >= HEARTBEAT_EVERY_S:
             last_beat["at"] = time.monotonic()

@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 
 from bnexp.errors import UserError
 from bnexp.run.outdir import make_output_dir
-from bnexp.run.records import read_meta
-from bnexp.runstatus import RESUME_HINT, STALE, run_status
+from bnexp.rundir import RESUME_HINT, STALE, read_meta, run_status
 
 log = logging.getLogger("bnexp")
 
@@ -48,7 +47,7 @@ def sweep_statuses(sweep_dir: Path) -> Counter:
     """How many runs under sweep_dir have each status ("stale": running, but process gone)."""
     statuses: Counter = Counter()
     for meta_path in sorted(Path(sweep_dir).rglob("meta.json")):
-        meta = read_meta(meta_path.parent)
+        meta, _warnings = read_meta(meta_path.parent)
         statuses[run_status(meta) if meta else "unreadable"] += 1
     return statuses
 

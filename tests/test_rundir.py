@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bnexp.runstatus import STALE_AFTER_S, run_status, stale_reason, this_host
+from bnexp.rundir import STALE_AFTER_S, run_status, stale_reason, this_host
 
 from conftest import REPO
 
@@ -70,7 +70,7 @@ def test_finished_unknown_and_legacy_runs_keep_their_status():
 
 
 def test_the_reader_imports_without_torch():
-    code = "import sys, bnexp.runstatus; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, bnexp.rundir; assert 'torch' not in sys.modules, 'torch imported'"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
