@@ -59,7 +59,7 @@ from bnexp.describe import dataset_title
 from bnexp.errors import UserError
 from bnexp.findings import SCALES, Finding, load_findings
 from bnexp.run.config import Config
-from bnexp.run.outdir import make_output_dir
+from bnexp.outdir import make_output_dir
 from bnexp.rundir import BUNDLED_SOURCE
 
 DEFAULT_OUT = "results/reproduce"

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bnexp.errors import UserError
-from bnexp.run.outdir import make_output_dir
+from bnexp.outdir import make_output_dir
 from bnexp.rundir import RESUME_HINT, STALE, read_meta, run_status
 
 log = logging.getLogger("bnexp")
