@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bnexp import intervals
+from bnexp.analysis import intervals
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -303,7 +303,7 @@ def _pct(value: float) -> str:
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and its 95% t-interval (bnexp.intervals, shared with the figures); a single value
+    """Mean and its 95% t-interval (bnexp.analysis.intervals, shared with the figures); a single value
     gives an infinitely wide interval."""
     return intervals.t_interval(np.asarray(values, dtype=float).ravel())
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_command(rest)
         if command == "figures":
-            from bnexp.figures import main as figures_main
+            from bnexp.analysis.sweep_figures import main as figures_main
 
             return figures_main(rest)
         if command == "reproduce":

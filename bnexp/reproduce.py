@@ -58,8 +58,8 @@ from bnexp.claims import (
 from bnexp.describe import dataset_title
 from bnexp.errors import UserError
 from bnexp.findings import SCALES, Finding, load_findings
-from bnexp.run.config import Config
 from bnexp.outdir import make_output_dir
+from bnexp.run.config import Config
 from bnexp.rundir import BUNDLED_SOURCE
 
 DEFAULT_OUT = "results/reproduce"
@@ -400,7 +400,7 @@ def load_manifest(sweep_dir: Path) -> SweepRun | None:
 
 
 def tables_from_runs(run_dirs: list[Path]) -> tuple[Tables, list[str]]:
-    from bnexp.figures import collect
+    from bnexp.analysis.tables import collect
 
     runs, layers, metrics, warnings = collect(run_dirs)
     for frame in (runs, layers, metrics):
@@ -670,7 +670,7 @@ def _runs_summary(tables: Tables, out: Path) -> pd.DataFrame:
     runs = tables.runs
     if runs.empty:
         return runs
-    from bnexp.figures import varying_keys
+    from bnexp.analysis.variants import varying_keys
 
     keys = [k for k in varying_keys(runs.drop(columns=["run_id"])) if k in runs] + (
         ["seed"] if "seed" in runs else []

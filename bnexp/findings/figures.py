@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bnexp import style
+from bnexp.analysis import style
 from bnexp.claims import Tables, select
 from bnexp.describe import dataset_title
 from bnexp.findings import Finding

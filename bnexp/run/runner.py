@@ -214,7 +214,7 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
 def draw_plots(run_dir: Path) -> None:
     """The run's own figures; a plotting problem is reported, never fatal to a finished run."""
     try:
-        from bnexp.plots import save_run_plots
+        from bnexp.analysis.run_plots import save_run_plots
 
         save_run_plots(run_dir)
     except Exception as error:  # noqa: BLE001 - the run's numbers are already safe on disk

@@ -1,4 +1,4 @@
-"""Student's t quantiles and intervals (bnexp.intervals), against independent values."""
+"""Student's t quantiles and intervals (bnexp.analysis.intervals), against independent values."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from bnexp import figures
-from bnexp.claims import t_interval as claims_t_interval
-from bnexp.intervals import (
+from bnexp.analysis.intervals import (
+    mean_ci95,
     regularized_incomplete_beta,
     t_cdf,
     t_interval,
     t_quantile,
     t_quantile_975,
 )
+from bnexp.claims import t_interval as claims_t_interval
 
 # t(0.975, df) to 10 significant digits, from printed tables (e.g. NIST/SEMATECH e-Handbook
 # 1.3.6.7.2) and the closed forms for df = 1 (tan) and df = 2.
@@ -117,7 +117,9 @@ def test_figures_and_claims_share_one_quantile_beyond_31_samples():
     for n in (2, 3, 5, 31, 32, 40, 200):
         values = rng.normal(size=n)
         mean, low, high = claims_t_interval(values)
-        fig_mean, fig_half, fig_n = figures.mean_ci95(values)
+        fig_mean, fig_half, fig_n = mean_ci95(values)
         assert fig_n == n and fig_mean == pytest.approx(mean, rel=1e-12)
         assert fig_half == pytest.approx(high - mean, rel=1e-12)
-        assert figures.t_quantile_975(n - 1) == t_quantile_975(n - 1)
+        # Figures leave out what was not measured (NaN, an exploded inf) and nothing else.
+        padded = [*values, math.nan, math.inf, None]
+        assert mean_ci95(padded) == pytest.approx((fig_mean, fig_half, n), rel=1e-12)

@@ -215,14 +215,16 @@ def savefig(
     formats: Sequence[str] = ("png", "pdf"),
     *,
     close: bool = True,
+    dpi: float | None = None,
 ) -> list[Path]:
     """Write `fig` once per format next to each other (`name.png`, `name.pdf`) and return the
     paths. The extension is appended, never substituted, so names such as
-    `final_acc_vs_optim.lr` keep their dot."""
+    `final_acc_vs_optim.lr` keep their dot. `dpi` replaces RC's savefig.dpi (raster formats)."""
     base = Path(path_without_ext)
     base.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    with matplotlib.rc_context(RC):
+    rc = RC if dpi is None else {**RC, "savefig.dpi": dpi}
+    with matplotlib.rc_context(rc):
         for fmt in formats:
             path = base.parent / f"{base.name}.{fmt}"
             fig.savefig(path, format=fmt)

@@ -1,41 +1,41 @@
-"""Per-run figures, and the reader of a run directory that `bnexp figures` shares.
+"""Per-run figures: what one run's CSVs show, drawn into `<run dir>/plots/` (plots=true).
 
 Every `plot_*` function is pure: a DataFrame with the columns of docs/design.md §5 goes in,
 a matplotlib Figure comes out; no file is touched. `save_run_plots(run_dir)` is the one
-function with I/O: it reads `metrics.csv`, `layers.csv` and `meta.json` and writes PNGs to
-`<run_dir>/plots/`.
-
-Readers are tolerant on purpose: a run that is still writing (or was killed) leaves a last
-CSV line without its newline, an empty cell means "not measured", and a run may have logged
-a single step. None of those may stop a figure from being drawn.
+function with I/O: it reads the run (bnexp.rundir.load_run) and writes PNGs to
+`<run_dir>/plots/`. Comparing runs is bnexp.analysis.sweep_figures' job (`bnexp figures`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bnexp import style
-from bnexp.describe import (  # noqa: F401 - part of this module's interface too
-    GROUP_KEYS,
-    SUMMARY_FIELDS,
-    config_summary,
-    dataset_title,
-    flatten_config,
-    format_value,
-    is_missing,
+from bnexp.analysis import style
+from bnexp.analysis.captions import data_source_text, title_with_source
+from bnexp.analysis.draw import (
+    STEP_LABEL,
+    decorate,
+    divergence_handles,
+    draw_percentile_lines,
+    finite,
+    label_outer_panels,
+    mark_divergence,
+    marker_for,
+    percentile_legend_handles,
+    positive,
 )
-from bnexp.rundir import BUNDLED_SOURCE, BUNDLED_TEXT, PLOTS_DIR, Run, load_run
+from bnexp.analysis.tables import has_norm_params
+from bnexp.describe import config_summary, is_missing
+from bnexp.rundir import PLOTS_DIR, Run, load_run
 
 # The figures save_run_plots writes into <run>/plots/ (file name without extension: title).
 RUN_PLOT_TITLES: dict[str, str] = {
@@ -46,30 +46,13 @@ RUN_PLOT_TITLES: dict[str, str] = {
     "unit_percentiles": "One unit's input over training (BN paper Fig. 1b,c)",
     "norm_params": "The norm's gamma and beta over training",
 }
+
 RUN_PLOT_NAMES: tuple[str, ...] = tuple(RUN_PLOT_TITLES)
 
-STEP_LABEL = "training step (SGD updates)"
-SPARSE_POINTS = 12  # series with at most this many points get markers, so one point shows
-
 
 # --------------------------------------------------------------------------------------------
-# Captions: what was run, on which data
+# Captions and layout
 # --------------------------------------------------------------------------------------------
-
-# (flat config key, how it is written in a summary); the order is the order of a sentence.
-def data_source_text(meta: Mapping[str, Any], dataset: Any = None) -> str:
-    """Which dataset, where its files came from, loud when it is the 5,000-digit fallback."""
-    name = dataset_title(dataset)
-    sizes = _sizes_text(meta.get("train_size"), meta.get("test_size"))
-    source = meta.get("data_source")
-    if source == BUNDLED_SOURCE:
-        split = f", split {sizes}" if sizes else ""
-        return f"data: {BUNDLED_TEXT}{split}; not the full MNIST, so expect other numbers than the papers"
-    if source:
-        return f"data: {name}" + (f" ({sizes})" if sizes else "") + f", source: {source}"
-    if name != "dataset":
-        return f"data: {name}, source unknown (no meta.json)"
-    return "data source: unknown (no meta.json)"
 
 
 def run_caption(run: Run) -> list[str]:
@@ -87,34 +70,6 @@ def run_caption(run: Run) -> list[str]:
     ]
 
 
-def title_with_source(title: str, meta: Mapping[str, Any]) -> str:
-    """The bundled subset is named in the title itself, where nobody can miss it."""
-    if meta.get("data_source") == BUNDLED_SOURCE:
-        return f"{title} · data: {BUNDLED_TEXT}"
-    return title
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers shared by per-run and sweep figures
-# --------------------------------------------------------------------------------------------
-
-
-def finite(values: pd.Series) -> pd.Series:
-    """inf (an exploding loss) plots as a gap, like an empty cell."""
-    return values.replace([np.inf, -np.inf], np.nan)
-
-
-def positive(values: pd.Series) -> pd.Series:
-    """Values a log axis can show; zeros and negatives become gaps, not errors."""
-    values = finite(values)
-    return values.where(values > 0)
-
-
-def marker_for(n_points: int) -> str | None:
-    """Markers only on sparse series, so that a run with one logged step still shows a dot."""
-    return "o" if n_points <= SPARSE_POINTS else None
-
-
 def pick_steps(steps: Iterable[float], n: int = 4) -> list[float]:
     """n logged steps spread over training: first, evenly spaced middles, last."""
     unique = sorted(set(float(s) for s in steps if not is_missing(s)))
@@ -128,39 +83,6 @@ def layer_indices(layers: pd.DataFrame) -> list[int]:
     return sorted(int(v) for v in layers["layer"].dropna().unique())
 
 
-def mark_divergence(ax: Axes, step: float | None, *, label: bool = True) -> None:
-    """A dashed vertical line where the run diverged (its loss became NaN or exploded)."""
-    if step is None:
-        return
-    ax.axvline(step, color=style.DIVERGED_COLOR, linestyle="--", linewidth=0.9, zorder=1)
-    if label:
-        ax.annotate(
-            f"diverged\nstep {step:,.0f}",
-            xy=(step, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(-3, -3),
-            textcoords="offset points",
-            ha="right",
-            va="top",
-            fontsize=6.5,
-            color=style.DIVERGED_COLOR,
-        )
-
-
-def divergence_handles(step: float | None) -> list[Any]:
-    """A legend entry for the divergence line, where small panels have no room for a label."""
-    if step is None:
-        return []
-    return [Line2D([], [], color=style.DIVERGED_COLOR, linestyle="--", linewidth=0.9,
-                   label=f"diverged at step {step:,.0f}")]  # fmt: skip
-
-
-def label_outer_panels(fig: Figure, xlabel: str, ylabel: str) -> None:
-    """One x and one y label for a grid of small panels, instead of one per panel."""
-    fig.supxlabel(xlabel, fontsize=style.RC["axes.labelsize"])
-    fig.supylabel(ylabel, fontsize=style.RC["axes.labelsize"])
-
-
 def layer_grid(n_layers: int, *, sharey: bool = True) -> tuple[Figure, list[Axes]]:
     """One small panel per hidden layer, five to a row (depth 20 -> 4 x 5)."""
     rows, cols = style.grid_shape(n_layers, max_cols=5)
@@ -169,28 +91,6 @@ def layer_grid(n_layers: int, *, sharey: bool = True) -> tuple[Figure, list[Axes
     )
     style.hide_unused(axes, n_layers)
     return fig, list(axes.flat)[:n_layers]
-
-
-def decorate(fig: Figure, title: str, caption: Sequence[str]) -> Figure:
-    """Title above, caption lines below: every figure says what it shows and what was run."""
-    style.add_title(fig, title)
-    style.add_caption(fig, caption)
-    return fig
-
-
-def _as_float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _sizes_text(train_size: Any, test_size: Any) -> str:
-    train, test = _as_float(train_size), _as_float(test_size)
-    if train is None or test is None:
-        return ""
-    return f"{train:,.0f} train / {test:,.0f} test"
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,12 +231,24 @@ def plot_pre_bands(
 
     def draw(ax: Axes, rows: pd.DataFrame) -> None:
         marker = marker_for(len(rows))
-        ax.fill_between(rows["step"], finite(rows["pre_p15"]), finite(rows["pre_p85"]),
-                        color=color, alpha=0.3, linewidth=0)  # fmt: skip
+        ax.fill_between(
+            rows["step"],
+            finite(rows["pre_p15"]),
+            finite(rows["pre_p85"]),
+            color=color,
+            alpha=0.3,
+            linewidth=0,
+        )
         ax.plot(rows["step"], finite(rows["pre_p50"]), color=color, marker=marker)
         for column in ("pre_min", "pre_max"):
-            ax.plot(rows["step"], finite(rows[column]), color=style.MUTED, linewidth=0.6,
-                    marker=marker, markersize=2)  # fmt: skip
+            ax.plot(
+                rows["step"],
+                finite(rows[column]),
+                color=style.MUTED,
+                linewidth=0.6,
+                marker=marker,
+                markersize=2,
+            )
 
     handles = [
         Patch(color=color, alpha=0.3, label="15th–85th percentile"),
@@ -344,9 +256,14 @@ def plot_pre_bands(
         Line2D([], [], color=style.MUTED, linewidth=0.6, label="min and max"),
     ]
     return per_layer_figure(
-        layers, draw, handles=handles, ylabel="pre-activation (input to the nonlinearity)",
-        diverged_at_step=diverged_at_step, title=title, caption=caption,
-    )  # fmt: skip
+        layers,
+        draw,
+        handles=handles,
+        ylabel="pre-activation (input to the nonlinearity)",
+        diverged_at_step=diverged_at_step,
+        title=title,
+        caption=caption,
+    )
 
 
 @style.styled
@@ -363,11 +280,24 @@ def plot_act_range(
 
     def draw(ax: Axes, rows: pd.DataFrame) -> None:
         marker = marker_for(len(rows))
-        ax.fill_between(rows["step"], finite(rows["act_min"]), finite(rows["act_max"]),
-                        color=color, alpha=0.25, linewidth=0)  # fmt: skip
+        ax.fill_between(
+            rows["step"],
+            finite(rows["act_min"]),
+            finite(rows["act_max"]),
+            color=color,
+            alpha=0.25,
+            linewidth=0,
+        )
         ax.plot(rows["step"], finite(rows["act_mean"]), color=color, marker=marker)
-        ax.plot(rows["step"], finite(rows["act_sat_frac"]), color=style.COLORS[3],
-                linestyle=":", linewidth=1.0, marker=marker, markersize=2)  # fmt: skip
+        ax.plot(
+            rows["step"],
+            finite(rows["act_sat_frac"]),
+            color=style.COLORS[3],
+            linestyle=":",
+            linewidth=1.0,
+            marker=marker,
+            markersize=2,
+        )
 
     handles = [
         Patch(color=color, alpha=0.25, label="min–max over the batch"),
@@ -375,9 +305,14 @@ def plot_act_range(
         Line2D([], [], color=style.COLORS[3], linestyle=":", label="saturated fraction"),
     ]
     return per_layer_figure(
-        layers, draw, handles=handles, ylabel="activation output",
-        diverged_at_step=diverged_at_step, title=title, caption=caption,
-    )  # fmt: skip
+        layers,
+        draw,
+        handles=handles,
+        ylabel="activation output",
+        diverged_at_step=diverged_at_step,
+        title=title,
+        caption=caption,
+    )
 
 
 @style.styled
@@ -392,10 +327,14 @@ def plot_unit_percentiles(
     a fixed probe batch. Without BN these drift; with BN they stay put."""
     color = style.COLORS[0]
     return per_layer_figure(
-        layers, lambda ax, rows: draw_percentile_lines(ax, rows, color),
-        handles=percentile_legend_handles(color), ylabel="tracked unit's pre-activation",
-        diverged_at_step=diverged_at_step, title=title, caption=caption,
-    )  # fmt: skip
+        layers,
+        lambda ax, rows: draw_percentile_lines(ax, rows, color),
+        handles=percentile_legend_handles(color),
+        ylabel="tracked unit's pre-activation",
+        diverged_at_step=diverged_at_step,
+        title=title,
+        caption=caption,
+    )
 
 
 @style.styled
@@ -415,39 +354,24 @@ def plot_norm_params(
         marker = marker_for(len(rows))
         for name, color, _ in series:
             mean, spread = finite(rows[f"{name}_mean"]), finite(rows[f"{name}_std"])
-            ax.fill_between(rows["step"], mean - spread, mean + spread, color=color, alpha=0.2,
-                            linewidth=0)  # fmt: skip
+            ax.fill_between(
+                rows["step"], mean - spread, mean + spread, color=color, alpha=0.2, linewidth=0
+            )
             ax.plot(rows["step"], mean, color=color, marker=marker)
 
-    handles = [Line2D([], [], color=color, label=f"{label}: mean over units") for _, color, label in series]
+    handles = [
+        Line2D([], [], color=color, label=f"{label}: mean over units") for _, color, label in series
+    ]
     handles.append(Patch(color=style.MUTED, alpha=0.3, label="± 1 std over units"))
     return per_layer_figure(
-        layers, draw, handles=handles, ylabel="parameter value",
-        diverged_at_step=diverged_at_step, title=title, caption=caption,
-    )  # fmt: skip
-
-
-def has_norm_params(layers: pd.DataFrame) -> bool:
-    """Whether any logged layer has a gamma (not so without a norm, or with affine=false)."""
-    return "gamma_mean" in layers and finite(layers["gamma_mean"]).notna().any()
-
-
-def draw_percentile_lines(ax: Axes, rows: pd.DataFrame, color: Any) -> None:
-    """The paper's Fig. 1b,c: median solid, 15th and 85th percentiles thin, band between."""
-    marker = marker_for(len(rows))
-    ax.fill_between(rows["step"], finite(rows["unit_p15"]), finite(rows["unit_p85"]),
-                    color=color, alpha=0.15, linewidth=0)  # fmt: skip
-    ax.plot(rows["step"], finite(rows["unit_p50"]), color=color, linewidth=1.3, marker=marker)
-    for column in ("unit_p15", "unit_p85"):
-        ax.plot(rows["step"], finite(rows[column]), color=color, linewidth=0.7, linestyle="--",
-                marker=marker, markersize=2)  # fmt: skip
-
-
-def percentile_legend_handles(color: Any) -> list[Any]:
-    return [
-        Line2D([], [], color=color, linewidth=0.7, linestyle="--", label="15th / 85th percentile"),
-        Line2D([], [], color=color, linewidth=1.3, label="50th percentile (median)"),
-    ]
+        layers,
+        draw,
+        handles=handles,
+        ylabel="parameter value",
+        diverged_at_step=diverged_at_step,
+        title=title,
+        caption=caption,
+    )
 
 
 def save_run_plots(run_dir: Path) -> list[Path]:

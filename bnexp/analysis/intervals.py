@@ -1,4 +1,6 @@
-"""Student's t quantiles and 95% intervals over seeds: one implementation for figures and claims.
+"""Student's t quantiles and 95% intervals over seeds: one implementation for figures and claims
+(bnexp.analysis figures call mean_ci95, bnexp.reproduce.claims calls t_interval; both are
+t_interval).
 
 Pure Python (no torch, no SciPy): the t distribution's CDF is written with the regularized
 incomplete beta function, evaluated by its continued fraction (Lentz's method, as in Numerical
@@ -132,3 +134,14 @@ def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, flo
     variance = math.fsum((v - mean) ** 2 for v in data) / (n - 1)
     half = t_quantile(0.5 + level / 2.0, n - 1) * math.sqrt(variance / n)
     return mean, mean - half, mean + half
+
+
+def mean_ci95(values: Iterable[float | None]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% t-interval, n) of the finite values, as figures draw them:
+    the half-width is NaN (no bar) for a single value, and everything NaN for none."""
+    finite_values = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite_values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean, low, high = t_interval(finite_values)
+    return mean, (high - low) / 2 if n > 1 else math.nan, n
