@@ -57,17 +57,43 @@ HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 PLOTS_DIR = "plots"
 
 METRICS_COLUMNS: tuple[str, ...] = (
-    "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "elapsed_s",
-)  # fmt: skip
+    "step",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "lr",
+    "elapsed_s",
+)
 # The per-layer statistics, in file order; bnexp/run/stats.py computes one per name.
 LAYER_STAT_COLUMNS: tuple[str, ...] = (
-    "grad_w_mean_abs", "grad_w_norm", "grad_w_ratio", "update_ratio", "grad_act_mean_abs",
-    "pre_mean", "pre_std", "pre_min", "pre_max", "pre_p15", "pre_p50", "pre_p85",
-    "act_mean", "act_std", "act_min", "act_max", "act_sat_frac",
-    "unit_p15", "unit_p50", "unit_p85",
-    "gamma_mean", "gamma_std", "beta_mean", "beta_std",
-    "running_mean_mean", "running_var_mean",
-)  # fmt: skip
+    "grad_w_mean_abs",
+    "grad_w_norm",
+    "grad_w_ratio",
+    "update_ratio",
+    "grad_act_mean_abs",
+    "pre_mean",
+    "pre_std",
+    "pre_min",
+    "pre_max",
+    "pre_p15",
+    "pre_p50",
+    "pre_p85",
+    "act_mean",
+    "act_std",
+    "act_min",
+    "act_max",
+    "act_sat_frac",
+    "unit_p15",
+    "unit_p50",
+    "unit_p85",
+    "gamma_mean",
+    "gamma_std",
+    "beta_mean",
+    "beta_std",
+    "running_mean_mean",
+    "running_var_mean",
+)
 LAYERS_COLUMNS: tuple[str, ...] = ("step", "layer", *LAYER_STAT_COLUMNS)
 
 # --------------------------------------------------------------------------------------------
