@@ -167,7 +167,7 @@ def interleaved_best(runs: dict, repeats: int) -> tuple[dict, dict, list[dict]]:
 
 def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3) -> tuple[float, float]:
     """CPU seconds of one log step's measurements (stats, probe pass) and of one training step."""
-    from bnexp.run.models import hidden_blocks
+    from bnexp.run.layers import hidden_blocks
     from bnexp.run.probes import capture
     from bnexp.run.train import measure_layers
 

@@ -23,10 +23,11 @@ from bnexp.run.layers import (
     ActivationNoise,
     NoisyBatchNorm1d,
     NoisyBatchNorm2d,
+    hidden_blocks,
     make_norm,
     noise_generator,
 )
-from bnexp.run.models import build_model, hidden_blocks
+from bnexp.run.models import build_model
 from bnexp.run.records import LAYERS_COLUMNS, METRICS_COLUMNS
 from bnexp.run.train import train
 

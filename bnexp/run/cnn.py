@@ -1,4 +1,4 @@
-"""A small VGG-style CNN whose hidden blocks are `bnexp.run.models.Block`s. Pure PyTorch, no I/O.
+"""A small VGG-style CNN whose hidden blocks are `bnexp.run.layers.Block`s. Pure PyTorch, no I/O.
 
 Architecture for `depth` blocks of 3×3 convolutions (padding 1, stride 1):
 
@@ -30,11 +30,12 @@ the first convolution converts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from bnexp.run.layers import make_activation, make_norm
-from bnexp.run.models import Block
+from bnexp.run.layers import Block, make_activation, weight_layer_bias
 
 MAX_STAGES = 3
 CHANNELS_LAST = True  # memory format of the weights and feature maps (measured: faster here)
@@ -60,7 +61,7 @@ class CNN(nn.Module):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
             layers.extend(blocks)
-        # One Sequential in forward order: model.modules() (and so models.hidden_blocks)
+        # One Sequential in forward order: model.modules() (and so layers.hidden_blocks)
         # yields the Blocks as hidden layers 1 … depth.
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels, num_classes)
@@ -77,36 +78,23 @@ def build_cnn(
     depth: int,
     width: int,
     act: str,
-    norm: str,
+    norm_layer: Callable[[int], nn.Module],
     placement: str = "pre",
-    affine: bool = True,
-    norm_momentum: float = 0.1,
-    norm_eps: float = 1e-5,
-    norm_groups: int | None = None,
-    norm_noise_shift: float = 0.5,
-    norm_noise_scale: float = 1.25,
-    norm_noise_shift_jitter: float = 0.1,
-    norm_noise_scale_jitter: float = 0.1,
     channels_last: bool | None = None,
 ) -> CNN:
-    """The CNN for images of `input_shape` = (C, H, W); see the module docstring."""
+    """The CNN for images of `input_shape` = (C, H, W); see the module docstring.
+    norm_layer: a factory such as bnexp.run.layers.get_norm_layer(cfg, spatial=True)."""
     if len(input_shape) != 3:
         raise ValueError(f"build_cnn needs images shaped (C, H, W), got {tuple(input_shape)}")
     in_channels = input_shape[0]
-    bias = norm in ("none", "noise_only") or placement == "post"
+    bias = weight_layer_bias(norm_layer, placement)
     stages, channels = [], in_channels
     for stage, size in enumerate(stage_sizes(depth)):
         blocks = []
         for _ in range(size):
             out = width * 2**stage
             conv = nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=bias)
-            norm_layer = make_norm(
-                norm, out, spatial=True, affine=affine,
-                momentum=norm_momentum, eps=norm_eps, groups=norm_groups,
-                noise_shift=norm_noise_shift, noise_scale=norm_noise_scale,
-                noise_shift_jitter=norm_noise_shift_jitter, noise_scale_jitter=norm_noise_scale_jitter,
-            )  # fmt: skip
-            blocks.append(Block(conv, norm_layer, make_activation(act), placement))
+            blocks.append(Block(conv, norm_layer(out), make_activation(act), placement))
             channels = out
         stages.append(blocks)
     model = CNN(stages, num_classes, channels)

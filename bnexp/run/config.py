@@ -11,13 +11,14 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
 from bnexp.errors import UserError
+from bnexp.run.layers import NORMS
 from bnexp.run.outdir import slug
 
 
@@ -40,13 +41,8 @@ class ModelName(Enum):
     cnn = "cnn"
 
 
-class NormName(Enum):
-    batch = "batch"
-    noisy = "noisy"  # BN + Santurkar et al.'s per-activation noise (bnexp/run/layers.py)
-    noise_only = "noise_only"  # the same noise without BN
-    layer = "layer"
-    group = "group"
-    none = "none"
+# The norms are bnexp.run.layers.NORMS: one entry there (and a configs/norm/NAME.yaml) adds one.
+NormName = Enum("NormName", {name: name for name in NORMS})
 
 
 class OptimName(Enum):
@@ -104,6 +100,17 @@ class NormConfig:
     noise_scale: float = 1.25
     noise_shift_jitter: float = 0.1
     noise_scale_jitter: float = 0.1
+    # renorm (Ioffe 2017, Sec. 4; configs/norm/renorm.yaml): r is clipped to [1/r_max, r_max] and
+    # d to [-d_max, d_max]; plain BN (r_max 1, d_max 0) until renorm_warmup_steps, then linear
+    # ramps that reach renorm_r_max at step renorm_r_max_at and renorm_d_max at renorm_d_max_at.
+    # These step counts are for a run of renorm_schedule_steps steps: a run of `steps` gets them
+    # times steps / renorm_schedule_steps (null: the step counts are absolute).
+    renorm_r_max: float = 3.0
+    renorm_d_max: float = 5.0
+    renorm_warmup_steps: int = 5_000
+    renorm_r_max_at: int = 40_000
+    renorm_d_max_at: int = 25_000
+    renorm_schedule_steps: int | None = 130_000
 
 
 @dataclass
@@ -136,6 +143,45 @@ class Config:
     probe_size: int = 256  # held-out images in the fixed probe batch
     threads: int | None = None  # torch threads; None: cores / parallel jobs
     plots: bool = True  # draw the run's own figures at the end
+
+
+# Range of each norm.* key's value, checked whatever the norm (a bad value is a mistake even
+# where unused): "norm.KEY=VALUE is not allowed: it RULE." What a norm needs of the rest of the
+# config is its NORMS entry's check.
+NORM_KEY_RULES: dict[str, tuple[Any, str]] = {
+    "momentum": (lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
+    "eps": (lambda v: v > 0, "must be > 0"),
+    "groups": (lambda v: v is None or v >= 1, "must be >= 1"),
+    "noise_shift": (
+        lambda v: v >= 0,
+        "must be >= 0 (each step's per-unit shift mu is drawn from U(-noise_shift, noise_shift))",
+    ),
+    "noise_scale": (
+        lambda v: v >= 1,
+        "must be >= 1 (each step's per-unit scale sigma is drawn from U(1, noise_scale))",
+    ),
+    "noise_shift_jitter": (
+        lambda v: v >= 0,
+        "must be >= 0 (0: every sample of the batch gets its unit's scale and shift)",
+    ),
+    "noise_scale_jitter": (
+        lambda v: v >= 0,
+        "must be >= 0 (0: every sample of the batch gets its unit's scale and shift)",
+    ),
+    "renorm_r_max": (lambda v: v >= 1, "must be >= 1 (r is clipped to [1/r_max, r_max])"),
+    "renorm_d_max": (lambda v: v >= 0, "must be >= 0 (d is clipped to [-d_max, d_max])"),
+    "renorm_warmup_steps": (lambda v: v >= 0, "must be >= 0"),
+    "renorm_r_max_at": (lambda v: v >= 0, "must be >= 0"),
+    "renorm_d_max_at": (lambda v: v >= 0, "must be >= 0"),
+    "renorm_schedule_steps": (
+        lambda v: v is None or v >= 1,
+        "must be >= 1 (the run length the schedule's step counts are written for), or null "
+        "for step counts that are absolute",
+    ),
+}
+# Hashed for every norm: these keys were in every run's hash before norms had keys of their
+# own, so leaving them in keeps the hashes (and the skipping of finished runs) of older runs.
+SHARED_NORM_KEYS = ("name", "momentum", "eps", "groups")
 
 
 def register_configs() -> None:
@@ -197,10 +243,7 @@ def validate(cfg: Config) -> None:
     numbers = {
         "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
         "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
-        "norm.momentum": cfg.norm.momentum, "norm.eps": cfg.norm.eps,
-        "norm.noise_shift": cfg.norm.noise_shift, "norm.noise_scale": cfg.norm.noise_scale,
-        "norm.noise_shift_jitter": cfg.norm.noise_shift_jitter,
-        "norm.noise_scale_jitter": cfg.norm.noise_scale_jitter,
+        **{f"norm.{f.name}": getattr(cfg.norm, f.name) for f in fields(cfg.norm) if f.type == "float"},
     }  # fmt: skip
     for key, value in numbers.items():
         if not math.isfinite(value):  # nan/inf pass every comparison below unnoticed
@@ -209,47 +252,19 @@ def validate(cfg: Config) -> None:
         raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
     if cfg.init_std <= 0:
         raise UserError(f"init_std={cfg.init_std} is not allowed: it must be > 0.")
-    if not 0 <= cfg.norm.momentum <= 1:
-        raise UserError(f"norm.momentum={cfg.norm.momentum} is not allowed: it must lie in [0, 1].")
-    if cfg.norm.eps <= 0:
-        raise UserError(f"norm.eps={cfg.norm.eps} is not allowed: it must be > 0.")
-    if cfg.norm.noise_shift < 0:
-        raise UserError(
-            f"norm.noise_shift={cfg.norm.noise_shift} is not allowed: it must be >= 0 "
-            "(each step's per-unit shift mu is drawn from U(-noise_shift, noise_shift))."
-        )
-    if cfg.norm.noise_scale < 1:
-        raise UserError(
-            f"norm.noise_scale={cfg.norm.noise_scale} is not allowed: it must be >= 1 "
-            "(each step's per-unit scale sigma is drawn from U(1, noise_scale))."
-        )
-    for key in ("noise_shift_jitter", "noise_scale_jitter"):
+    for key, (allowed, rule) in NORM_KEY_RULES.items():
         value = getattr(cfg.norm, key)
-        if value < 0:
-            raise UserError(
-                f"norm.{key}={value} is not allowed: it must be >= 0 (0: every sample of the "
-                "batch gets its unit's scale and shift)."
-            )
-    if cfg.norm.name in (NormName.batch, NormName.noisy) and cfg.batch_size < 2:
+        if not allowed(value):
+            raise UserError(f"norm.{key}={value} is not allowed: it {rule}.")
+    norm = NORMS[cfg.norm.name.value]
+    if norm.batch_statistics and cfg.batch_size < 2:
         raise UserError(
             f"batch_size={cfg.batch_size} is not allowed with norm={cfg.norm.name.value}: batch normalization "
             "needs at least 2 samples per batch to compute a variance. Use batch_size>=2, or "
             "norm=group / norm=layer / norm=none, which do not depend on the batch."
         )
-    if cfg.norm.groups is not None and cfg.norm.groups < 1:
-        raise UserError(f"norm.groups={cfg.norm.groups} is not allowed: it must be >= 1.")
-    # Every layer has width units (MLP) or width·2^k channels (CNN), so dividing width suffices.
-    if (
-        cfg.norm.name is NormName.group
-        and cfg.norm.groups is not None
-        and cfg.width % cfg.norm.groups
-    ):
-        divisors = [d for d in range(1, min(cfg.width, 64) + 1) if cfg.width % d == 0]
-        raise UserError(
-            f"norm.groups={cfg.norm.groups} is not allowed with width={cfg.width}: GroupNorm's "
-            f"groups must divide the number of channels (units) of every layer. Choose a divisor "
-            f"of {cfg.width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for the largest divisor of the channels up to 32."
-        )
+    if norm.check is not None:
+        norm.check(cfg)
     if not 0 <= cfg.track_unit < cfg.width:
         raise UserError(
             f"track_unit={cfg.track_unit} is not allowed: it must lie in [0, width-1] = [0, {cfg.width - 1}]."
@@ -269,9 +284,11 @@ def config_hash(cfg: Any) -> str:
     plain = to_container(cfg)
     for key in ("plots",):
         plain.pop(key, None)
-    if plain.get("norm", {}).get("name") not in (NormName.noisy.value, NormName.noise_only.value):
-        for key in ("noise_shift", "noise_scale", "noise_shift_jitter", "noise_scale_jitter"):
-            plain["norm"].pop(key, None)
+    norm = plain.get("norm", {})
+    if norm.get("name") in NORMS:
+        hashed = {*SHARED_NORM_KEYS, *NORMS[norm["name"]].keys}
+        for key in [k for k in norm if k not in hashed]:
+            norm.pop(key)
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

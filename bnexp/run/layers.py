@@ -1,18 +1,39 @@
-"""Small registries that turn config names into layers; swappable layers share one signature.
+"""The pieces a network is built from, as registries: name -> builder.
 
-A norm layer is made by `make_norm(name, channels, spatial=..., ...)`; an activation by
-`make_activation(name)`. Model code asks for a name and never branches on the type itself.
+- ACTIVATIONS: `act=NAME` -> the activation module.
+- NORMS: `norm=NAME` -> a NormSpec: how to build the layer from its `norm.*` keys, which keys it
+  reads (the config hash covers those), whether it centres its input (then the weight layer
+  before it needs no bias), whether it normalises with batch statistics (then batch_size >= 2),
+  and its own checks of the config. `get_norm_layer(cfg, spatial)` turns a config into a
+  factory `norm_layer(channels) -> nn.Module`; model code takes that factory and never branches
+  on the norm's name. A new norm is one NORMS entry and one configs/norm/NAME.yaml (plus
+  config.NormConfig fields and their value rules if it brings keys of its own).
+- Block: weight layer -> norm -> activation, the unit every measurement addresses.
+
+Pure PyTorch: no I/O, no Hydra. The config arrives duck-typed (bnexp.run.config imports this
+module for the registry, not the other way round).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from bnexp.errors import UserError
+from bnexp.run.renorm import (
+    PAPER_MOMENTUM,
+    PAPER_TRAINING_STEPS,
+    BatchRenorm1d,
+    BatchRenorm2d,
+    RenormSchedule,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -180,47 +201,294 @@ def default_groups(channels: int) -> int:
     return max(g for g in range(1, min(32, channels) + 1) if channels % g == 0)
 
 
-def make_norm(
-    name: str,
-    channels: int,
-    *,
-    spatial: bool,
-    affine: bool,
-    momentum: float = 0.1,
-    eps: float = 1e-5,
-    groups: int | None = None,
-    noise_shift: float = 0.5,
-    noise_scale: float = 1.25,
-    noise_shift_jitter: float = 0.1,
-    noise_scale_jitter: float = 0.1,
+# ---------------------------------------------------------------------------------------------
+# Norm builders: build(channels, site, **keys) with the keys' defaults (the papers' constants).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormSite:
+    """What the network around a norm layer fixes, the same for every norm."""
+
+    spatial: bool  # feature maps N×C×H×W (CNN) rather than features N×C (MLP)
+    affine: bool  # learnable gamma/beta (false: fixed at 1/0)
+    run_steps: int | None = None  # training steps of the run (schedules scaled to the run)
+
+
+NOISE_DEFAULTS = dict(
+    noise_shift=0.5, noise_scale=1.25, noise_shift_jitter=0.1, noise_scale_jitter=0.1
+)  # Santurkar et al. 2018, Algorithm 1
+
+
+def _identity(channels: int, site: NormSite) -> nn.Module:
+    return nn.Identity()
+
+
+def _batch(channels: int, site: NormSite, *, momentum: float = 0.1, eps: float = 1e-5) -> nn.Module:
+    cls = nn.BatchNorm2d if site.spatial else nn.BatchNorm1d
+    return cls(channels, eps=eps, momentum=momentum, affine=site.affine)
+
+
+def _noisy(
+    channels: int, site: NormSite, *, momentum: float = 0.1, eps: float = 1e-5, **noise: float
 ) -> nn.Module:
-    """The norm layer `name` over `channels` features (spatial=True: feature maps N×C×H×W)."""
-    if name == "none":
-        return nn.Identity()
-    if name == "batch":
-        cls = nn.BatchNorm2d if spatial else nn.BatchNorm1d
-        return cls(channels, eps=eps, momentum=momentum, affine=affine)
-    noise = dict(
-        noise_shift=noise_shift, noise_scale=noise_scale,
-        noise_shift_jitter=noise_shift_jitter, noise_scale_jitter=noise_scale_jitter,
-    )  # fmt: skip
-    if name == "noisy":
-        cls = NoisyBatchNorm2d if spatial else NoisyBatchNorm1d
-        return cls(channels, eps=eps, momentum=momentum, affine=affine, **noise)
-    if name == "noise_only":
-        return ActivationNoise(channels, **noise)
-    if name == "layer":
-        if spatial:
-            return ChannelLayerNorm(channels, eps=eps, affine=affine)
-        return nn.LayerNorm(channels, eps=eps, elementwise_affine=affine)
-    if name == "group":
-        groups = default_groups(channels) if groups is None else groups
-        if channels % groups:
-            raise UserError(
-                f"norm.groups={groups} is not allowed: it must divide the number of channels "
-                f"({channels}). Choose a divisor of {channels}, or norm.groups=null for min(32, channels)."
-            )
-        return nn.GroupNorm(groups, channels, eps=eps, affine=affine)
-    raise UserError(
-        f"norm={name} is not known: choose one of batch, noisy, noise_only, layer, group, none."
+    cls = NoisyBatchNorm2d if site.spatial else NoisyBatchNorm1d
+    return cls(
+        channels, eps=eps, momentum=momentum, affine=site.affine, **{**NOISE_DEFAULTS, **noise}
     )
+
+
+def _noise_only(channels: int, site: NormSite, **noise: float) -> nn.Module:
+    return ActivationNoise(channels, **{**NOISE_DEFAULTS, **noise})
+
+
+def _layer(channels: int, site: NormSite, *, eps: float = 1e-5) -> nn.Module:
+    if site.spatial:
+        return ChannelLayerNorm(channels, eps=eps, affine=site.affine)
+    return nn.LayerNorm(channels, eps=eps, elementwise_affine=site.affine)
+
+
+def _group(
+    channels: int, site: NormSite, *, eps: float = 1e-5, groups: int | None = None
+) -> nn.Module:
+    groups = default_groups(channels) if groups is None else groups
+    if channels % groups:
+        raise UserError(
+            f"norm.groups={groups} is not allowed: it must divide the number of channels "
+            f"({channels}). Choose a divisor of {channels}, or norm.groups=null for min(32, channels)."
+        )
+    return nn.GroupNorm(groups, channels, eps=eps, affine=site.affine)
+
+
+# The paper's schedule (Ioffe 2017, Sec. 4): plain BN for 5k steps, r_max 3 by 40k, d_max 5 by
+# 25k, written for runs of 130k steps; a run of `steps` gets it scaled by steps / 130k.
+RENORM_DEFAULTS = dict(
+    renorm_r_max=3.0, renorm_d_max=5.0, renorm_warmup_steps=5_000, renorm_r_max_at=40_000,
+    renorm_d_max_at=25_000, renorm_schedule_steps=PAPER_TRAINING_STEPS,
+)  # fmt: skip
+# The least plain-BN warm-up, in time constants (1/momentum steps) of the moving averages, that
+# norm=renorm accepts: below it the averages still hold mostly their initial values (mean 0,
+# std 1) when r and d start to correct towards them. The paper's warm-up holds 50.
+RENORM_MIN_WARMUP_TIME_CONSTANTS = 1.0
+
+
+def renorm_schedule(run_steps: int | None, **keys: float) -> RenormSchedule:
+    """The r_max/d_max schedule that the `renorm_*` keys describe for a run of `run_steps`:
+    scaled by run_steps / renorm_schedule_steps, or unscaled (absolute steps) when
+    renorm_schedule_steps is None or the run's length is unknown."""
+    k = {**RENORM_DEFAULTS, **keys}
+    fields = dict(
+        warmup_steps=k["renorm_warmup_steps"], r_max_final=k["renorm_r_max"],
+        r_max_reached_at=k["renorm_r_max_at"], d_max_final=k["renorm_d_max"],
+        d_max_reached_at=k["renorm_d_max_at"],
+    )  # fmt: skip
+    if k["renorm_schedule_steps"] is None or run_steps is None:
+        return RenormSchedule(**fields)
+    return RenormSchedule.for_run(run_steps, reference_steps=k["renorm_schedule_steps"], **fields)
+
+
+def _renorm(
+    channels: int,
+    site: NormSite,
+    *,
+    momentum: float = PAPER_MOMENTUM,
+    eps: float = 1e-5,
+    **schedule_keys: float,
+) -> nn.Module:
+    cls = BatchRenorm2d if site.spatial else BatchRenorm1d
+    schedule = renorm_schedule(site.run_steps, **schedule_keys)
+    return cls(channels, eps=eps, momentum=momentum, affine=site.affine, schedule=schedule)
+
+
+# ---------------------------------------------------------------------------------------------
+# Norm checks: what a norm needs of the rest of the config (value ranges of every key are
+# checked for every run by bnexp.run.config.validate).
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_group(cfg: Any) -> None:
+    # Every layer has width units (MLP) or width·2^k channels (CNN), so dividing width suffices.
+    groups, width = cfg.norm.groups, cfg.width
+    if groups is not None and width % groups:
+        divisors = [d for d in range(1, min(width, 64) + 1) if width % d == 0]
+        raise UserError(
+            f"norm.groups={groups} is not allowed with width={width}: GroupNorm's "
+            f"groups must divide the number of channels (units) of every layer. Choose a divisor "
+            f"of {width} (e.g. {', '.join(map(str, divisors))}), or norm.groups=null for the largest divisor of the channels up to 32."
+        )
+
+
+def _check_renorm(cfg: Any) -> None:
+    norm = cfg.norm
+    if norm.momentum <= 0:
+        raise UserError(
+            f"norm.momentum={norm.momentum} is not allowed with norm=renorm: it must lie in (0, 1] "
+            "(the weight of each new batch in the moving averages; the paper used 0.01)."
+        )
+    for key in ("renorm_r_max_at", "renorm_d_max_at"):
+        if getattr(norm, key) < norm.renorm_warmup_steps:
+            raise UserError(
+                f"norm.{key}={getattr(norm, key)} is not allowed: the limit is reached after the "
+                f"plain-BN warm-up ends, so it must be >= norm.renorm_warmup_steps={norm.renorm_warmup_steps}."
+            )
+    keys = {k: getattr(norm, k) for k in RENORM_DEFAULTS}
+    schedule = renorm_schedule(cfg.steps, **keys)
+    warmup = schedule.warmup_steps * schedule.scale
+    scaled = (
+        f" (the schedule scaled to the run: {norm.renorm_warmup_steps} x steps / "
+        f"norm.renorm_schedule_steps = {norm.renorm_warmup_steps} x {cfg.steps} / {norm.renorm_schedule_steps})"
+        if norm.renorm_schedule_steps is not None
+        else ""
+    )
+    if warmup >= cfg.steps:
+        raise UserError(
+            f"norm=renorm with steps={cfg.steps}: the plain-BN warm-up lasts {warmup:g} steps"
+            f"{scaled}, the whole run, so r and d never act and the run is plain batch norm. "
+            "Shorten norm.renorm_warmup_steps, or scale the schedule to the run "
+            f"(norm.renorm_schedule_steps={PAPER_TRAINING_STEPS}, the paper's run length)."
+        )
+    constants = schedule.warmup_time_constants(norm.momentum)
+    if constants < RENORM_MIN_WARMUP_TIME_CONSTANTS:
+        least = RENORM_MIN_WARMUP_TIME_CONSTANTS / warmup
+        raise UserError(
+            f"norm=renorm with steps={cfg.steps} and norm.momentum={norm.momentum}: the plain-BN "
+            f"warm-up lasts {warmup:g} steps{scaled}, only {constants:.2g} time constants "
+            f"(1/momentum = {1 / norm.momentum:g} steps) of the moving averages, which then still "
+            "hold mostly their initial values (mean 0, std 1) when r and d start to correct "
+            f"towards them (the paper's warm-up holds 50). bnexp asks for at least "
+            f"{RENORM_MIN_WARMUP_TIME_CONSTANTS:g}: raise norm.momentum to >= {least:.3g}, or "
+            "make the run longer (steps), or the warm-up (norm.renorm_warmup_steps)."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """One norm: how to build it and what the rest of bnexp must know about it."""
+
+    build: Callable[
+        ..., nn.Module
+    ]  # build(channels, site: NormSite, **{key: value for key in keys})
+    keys: tuple[str, ...]  # the norm.* keys it reads (besides name); the config hash covers them
+    centres: bool  # subtracts a mean: a bias right before it is dead weight (dropped)
+    batch_statistics: bool  # normalises with the batch's statistics: needs batch_size >= 2
+    check: Callable[[Any], None] | None = None  # check(cfg): UserError for what it cannot do
+    summary: str = ""
+
+
+NOISE_KEYS = tuple(NOISE_DEFAULTS)
+NORMS: dict[str, NormSpec] = {
+    "batch": NormSpec(_batch, ("momentum", "eps"), centres=True, batch_statistics=True,
+                      summary="batch normalization (Ioffe & Szegedy 2015)"),
+    "noisy": NormSpec(_noisy, ("momentum", "eps", *NOISE_KEYS), centres=True, batch_statistics=True,
+                      summary="BN + Santurkar et al.'s per-activation noise"),
+    "noise_only": NormSpec(_noise_only, NOISE_KEYS, centres=False, batch_statistics=False,
+                           summary="the same noise without BN"),
+    "layer": NormSpec(_layer, ("eps",), centres=True, batch_statistics=False,
+                      summary="layer normalization (per-channel gamma/beta on feature maps)"),
+    "group": NormSpec(_group, ("eps", "groups"), centres=True, batch_statistics=False,
+                      check=_check_group, summary="group normalization (Wu & He 2018)"),
+    "none": NormSpec(_identity, (), centres=False, batch_statistics=False,
+                     summary="no normalization"),
+    "renorm": NormSpec(_renorm, ("momentum", "eps", *RENORM_DEFAULTS), centres=True,
+                       batch_statistics=True, check=_check_renorm,
+                       summary="batch renormalization (Ioffe 2017), bnexp/run/renorm.py"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NormLayer:
+    """A norm factory: `norm_layer(channels)` makes one layer. `centres` tells the model builders
+    whether the weight layer before it needs a bias."""
+
+    name: str
+    make: Callable[[int], nn.Module]
+    centres: bool
+
+    def __call__(self, channels: int) -> nn.Module:
+        return self.make(channels)
+
+
+def norm_spec(name: str) -> NormSpec:
+    if name not in NORMS:
+        raise UserError(f"norm={name} is not known: choose one of {', '.join(NORMS)}.")
+    return NORMS[name]
+
+
+def norm_layer_named(
+    name: str, *, spatial: bool, affine: bool = True, run_steps: int | None = None, **keys: Any
+) -> NormLayer:
+    """The factory of norm `name` with its keys' defaults, overridden by `keys`."""
+    spec = norm_spec(name)
+    unknown = set(keys) - set(spec.keys)
+    if unknown:
+        raise TypeError(f"norm={name} reads {list(spec.keys)}, not {sorted(unknown)}")
+    site = NormSite(spatial=spatial, affine=affine, run_steps=run_steps)
+    return NormLayer(name, functools.partial(spec.build, site=site, **keys), spec.centres)
+
+
+def get_norm_layer(cfg: Any, spatial: bool) -> NormLayer:
+    """The factory of the norm a `bnexp.run.config.Config` asks for: norm.NAME with the norm.*
+    keys it reads, the run's `affine` and `steps`."""
+    name = getattr(cfg.norm.name, "value", cfg.norm.name)
+    keys = {key: getattr(cfg.norm, key) for key in norm_spec(name).keys}
+    return norm_layer_named(name, spatial=spatial, affine=cfg.affine, run_steps=cfg.steps, **keys)
+
+
+def make_norm(name: str, channels: int, *, spatial: bool, affine: bool, **keys: Any) -> nn.Module:
+    """One layer of norm `name` over `channels` features (spatial=True: feature maps N×C×H×W)."""
+    return norm_layer_named(name, spatial=spatial, affine=affine, **keys)(channels)
+
+
+def has_running_stats(module: nn.Module) -> bool:
+    """A norm that keeps running statistics and updates them in train mode: it has
+    `running_mean`/`running_var` buffers and `track_running_stats` on (torch's BatchNorm and
+    every layer built like it, e.g. batch renorm)."""
+    return (
+        bool(getattr(module, "track_running_stats", False))
+        and isinstance(getattr(module, "running_mean", None), Tensor)
+        and isinstance(getattr(module, "running_var", None), Tensor)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The hidden block
+# ---------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """weight layer -> norm -> act (placement "pre") or weight layer -> act -> norm ("post").
+
+    Every hidden block exposes the same three parts, which the measurements rely on:
+    `weight_layer` (Linear or Conv2d), `norm` and `act` (the activation module, whose input is
+    the "pre" measurement site and whose output is the "act" site).
+    """
+
+    def __init__(self, weight_layer: nn.Module, norm: nn.Module, act: nn.Module, placement: str):
+        super().__init__()
+        self.weight_layer = weight_layer
+        self.norm = norm
+        self.act = act
+        self.placement = placement
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.weight_layer(x)
+        if self.placement == "pre":
+            return self.act(self.norm(x))
+        return self.norm(self.act(x))
+
+
+def hidden_blocks(model: nn.Module) -> list[Block]:
+    """The measured blocks, in order: hidden layer 1 ... depth."""
+    return [m for m in model.modules() if isinstance(m, Block)]
+
+
+def weight_layer_bias(norm_layer: Callable[[int], nn.Module], placement: str) -> bool:
+    """Whether a block's weight layer gets a bias: not when a centring norm directly follows it
+    (the norm subtracts the mean, so the bias would be dead weight; the BN paper drops it). A
+    plain callable without `centres` keeps the bias."""
+    return placement == "post" or not getattr(norm_layer, "centres", False)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from bnexp.run.models import Block
+from bnexp.run.layers import Block, has_running_stats
 
 
 @dataclass
@@ -51,17 +51,17 @@ def capture(blocks: list[Block], *, grads: bool = True, outputs: bool = True) ->
 
 @contextmanager
 def frozen_running_stats(model: nn.Module) -> Iterator[None]:
-    """Forward passes in train mode that leave BN's running statistics exactly as they were.
+    """Forward passes in train mode that leave every norm's running statistics as they were.
 
-    In train mode with `track_running_stats` off, BatchNorm normalises with the batch's own
-    statistics and neither updates the running buffers nor counts the batch (torch's
-    _BatchNorm.forward): no buffer is copied, which saved ~0.1 ms a log step over save/restore.
+    Every module with running statistics (`running_mean`/`running_var` buffers and
+    `track_running_stats` on: torch's BatchNorm, batch renorm, any norm built like them) gets
+    `track_running_stats` off for the duration. In train mode that makes BatchNorm normalise
+    with the batch's own statistics and neither update the running buffers nor count the batch
+    (torch's _BatchNorm.forward); a norm of its own must honour the flag the same way
+    (bnexp/run/renorm.py does). No buffer is copied, which saved ~0.1 ms a log step over
+    save/restore.
     """
-    tracking = [
-        module
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-    ]
+    tracking = [module for module in model.modules() if has_running_stats(module)]
     for module in tracking:
         module.track_running_stats = False
     try:

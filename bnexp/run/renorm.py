@@ -22,8 +22,8 @@ y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
 r_max and d_max follow a schedule in training steps (RenormSchedule). A `step` buffer counts the
 training steps: it advances on forward passes in train mode with autograd on, and only then, so
 a no-grad pass in train mode (bnexp's probe batch) neither advances the schedule nor, inside
-bnexp.run.probes.frozen_running_stats (which these layers satisfy, being torch _BatchNorm modules),
-changes the running statistics. A training loop that runs several forwards per optimizer step
+bnexp.run.probes.frozen_running_stats (which turns `track_running_stats` off on every module with
+running buffers; the forward below honours it), changes the running statistics. A training loop that runs several forwards per optimizer step
 (gradient accumulation) advances the schedule once per forward.
 """
 

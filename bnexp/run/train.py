@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from bnexp.run.config import Config, eval_interval, log_interval
 from bnexp.run.data import InMemoryData, batch_indices, probe_indices
-from bnexp.run.models import build_model, hidden_blocks
+from bnexp.run.layers import hidden_blocks
+from bnexp.run.models import build_model
 from bnexp.run.probes import capture, frozen_running_stats, probe_pre_activations
 from bnexp.run.stats import UPDATE_RATIO_COLUMN, layer_table, norm_parameter_stats, update_ratios
 

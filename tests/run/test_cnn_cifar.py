@@ -28,9 +28,16 @@ from bnexp.run.augment import random_crop_flip
 from bnexp.run.cnn import block_channels, build_cnn, stage_sizes
 from bnexp.run.config import Config, validate
 from bnexp.run.data import load_data
-from bnexp.run.layers import ChannelLayerNorm, NoisyBatchNorm2d
-from bnexp.run.models import Block, build_model, hidden_blocks
+from bnexp.run.layers import (
+    Block,
+    ChannelLayerNorm,
+    NoisyBatchNorm2d,
+    hidden_blocks,
+    norm_layer_named,
+)
+from bnexp.run.models import build_model
 from bnexp.run.probes import capture
+from bnexp.run.renorm import BatchRenorm2d
 from bnexp.run.stats import LAYER_STATS, moments, percentiles, saturation_fraction
 from bnexp.run.train import train
 
@@ -43,7 +50,7 @@ from synthetic_data import (
 )
 
 CIFAR_SHAPE, MNIST_SHAPE = (3, 32, 32), (1, 28, 28)
-NORMS, ACTS = ("batch", "noisy", "group", "layer", "none"), ("sigmoid", "relu", "tanh", "identity")
+NORMS, ACTS = ("batch", "noisy", "group", "layer", "none", "renorm"), ("sigmoid", "relu", "tanh", "identity")
 
 
 def make_config(*overrides: str) -> Config:
@@ -305,13 +312,14 @@ def test_stage_sizes_and_channels():
 def test_every_norm_placement_affine_act_builds_and_runs(shape):
     x = torch.randn(2, *shape)
     for norm in NORMS:
+        groups = {"groups": 2} if norm == "group" else {}
         for placement in ("pre", "post"):
             for affine in (True, False):
                 for act in ACTS:
                     for depth in (1, 2, 4, 10):
                         model = build_cnn(
-                            shape, 10, depth=depth, width=4, act=act, norm=norm,
-                            placement=placement, affine=affine, norm_groups=2 if norm == "group" else None,
+                            shape, 10, depth=depth, width=4, act=act, placement=placement,
+                            norm_layer=norm_layer_named(norm, spatial=True, affine=affine, **groups),
                         )  # fmt: skip
                         where = f"{norm=} {placement=} {affine=} {act=} {depth=}"
                         check_blocks(model, shape[0], depth, 4, norm, placement, affine, where)
@@ -329,6 +337,7 @@ def check_blocks(model, in_channels, depth, width, norm, placement, affine, wher
         "group": nn.GroupNorm,
         "layer": ChannelLayerNorm,
         "none": nn.Identity,
+        "renorm": BatchRenorm2d,
     }
     for i, block in enumerate(blocks):
         conv = block.weight_layer
@@ -367,7 +376,7 @@ def test_default_cnn_width_comes_from_the_model_group():
 
 def test_groups_must_divide_the_channels():
     with pytest.raises(UserError, match="norm.groups=3"):
-        build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="relu", norm="group", norm_groups=3)
+        build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="relu", norm_layer=norm_layer_named("group", spatial=True, groups=3))
     with pytest.raises(UserError, match="norm.groups=3 is not allowed with width=32"):
         make_config("norm=group", "norm.groups=3")
     # A divisor of width divides every block's channels (width, 2·width, 4·width).
@@ -375,7 +384,7 @@ def test_groups_must_divide_the_channels():
     model = build_model(cfg, CIFAR_SHAPE, 10)
     assert [b.norm.num_groups for b in hidden_blocks(model)] == [8] * 5
     # Default groups: min(32, channels).
-    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=16, act="relu", norm="group")
+    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=16, act="relu", norm_layer=norm_layer_named("group", spatial=True))
     assert [b.norm.num_groups for b in hidden_blocks(model)] == [16, 32, 32]
 
 
@@ -399,7 +408,7 @@ def pre_activations(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, li
 @pytest.mark.parametrize("act", ["sigmoid", "relu"])
 def test_batchnorm2d_pre_is_standardised_per_channel_over_batch_and_space(act):
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act=act, norm="batch").train()
+    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act=act, norm_layer=norm_layer_named("batch", spatial=True)).train()
     _, pre = pre_activations(model, torch.randn(16, *CIFAR_SHAPE) * 3 + 1)
     for layer in pre:
         assert layer.is_contiguous(memory_format=torch.channels_last)
@@ -413,8 +422,9 @@ def test_batchnorm2d_pre_is_standardised_per_channel_over_batch_and_space(act):
 def test_groupnorm_pre_is_standardised_per_group_per_sample(groups):
     torch.manual_seed(0)
     model = build_cnn(
-        CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm="group", norm_groups=groups
-    )
+        CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid",
+        norm_layer=norm_layer_named("group", spatial=True, groups=groups),
+    )  # fmt: skip
     _, pre = pre_activations(model, torch.randn(6, *CIFAR_SHAPE) * 3 + 1)
     for layer, block in zip(pre, hidden_blocks(model)):
         grouped = layer.reshape(layer.shape[0], block.norm.num_groups, -1)
@@ -425,7 +435,7 @@ def test_groupnorm_pre_is_standardised_per_group_per_sample(groups):
 
 def test_layernorm_pre_is_standardised_per_sample_over_channels_and_space():
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="tanh", norm="layer")
+    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="tanh", norm_layer=norm_layer_named("layer", spatial=True))
     _, pre = pre_activations(model, torch.randn(5, *CIFAR_SHAPE))
     for layer in pre:
         flat = layer.reshape(len(layer), -1)
@@ -454,7 +464,7 @@ def test_channel_layernorm_is_layernorm_over_c_h_w_with_per_channel_affine():
 @pytest.mark.parametrize("norm", ["group", "layer", "none"])
 def test_batch_independent_norms_give_the_same_per_sample_outputs_at_any_batch_size(norm):
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm=norm).train()
+    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm_layer=norm_layer_named(norm, spatial=True)).train()
     images = torch.randn(64, *CIFAR_SHAPE)
     logits_64, pre_64 = pre_activations(model, images)
     logits_2, pre_2 = pre_activations(model, images[:2])
@@ -465,7 +475,7 @@ def test_batch_independent_norms_give_the_same_per_sample_outputs_at_any_batch_s
 
 def test_batchnorm_outputs_depend_on_the_batch():
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm="batch").train()
+    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=True)).train()
     images = torch.randn(64, *CIFAR_SHAPE)
     logits_64, pre_64 = pre_activations(model, images)
     logits_2, pre_2 = pre_activations(model, images[:2])

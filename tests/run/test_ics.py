@@ -12,7 +12,8 @@ from torch import nn
 
 from bnexp.run.cnn import build_cnn
 from bnexp.run.ics import internal_covariate_shift
-from bnexp.run.models import Block, build_mlp, hidden_blocks
+from bnexp.run.layers import Block, hidden_blocks, norm_layer_named
+from bnexp.run.models import build_mlp
 from bnexp.run.renorm import BatchRenorm1d, RenormSchedule
 
 
@@ -21,8 +22,9 @@ def mlp(norm: str, depth: int = 3, act: str = "sigmoid", seed: int = 0) -> nn.Mo
     running statistics away from the batch's, so that r and d are not 1 and 0."""
     torch.manual_seed(seed)
     model = build_mlp(
-        6, 4, depth=depth, width=8, act=act, norm="batch" if norm == "renorm" else norm
-    )
+        6, 4, depth=depth, width=8, act=act,
+        norm_layer=norm_layer_named("batch" if norm == "renorm" else norm, spatial=False),
+    )  # fmt: skip
     if norm == "renorm":
         for block in hidden_blocks(model):
             block.norm = BatchRenorm1d(8, momentum=0.1, schedule=RenormSchedule(scale=1e-4))
@@ -33,7 +35,7 @@ def mlp(norm: str, depth: int = 3, act: str = "sigmoid", seed: int = 0) -> nn.Mo
 
 def cnn(norm: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_cnn((2, 8, 8), 3, depth=3, width=4, act="relu", norm=norm)
+    return build_cnn((2, 8, 8), 3, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True))
 
 
 def batch(shape: tuple[int, ...], classes: int, n: int = 16, seed: int = 1):

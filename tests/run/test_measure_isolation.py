@@ -19,7 +19,8 @@ from torch import nn
 from bnexp.run.cnn import build_cnn
 from bnexp.run.ics import internal_covariate_shift
 from bnexp.run.landscape import loss_landscape
-from bnexp.run.models import build_mlp, hidden_blocks
+from bnexp.run.layers import hidden_blocks, norm_layer_named
+from bnexp.run.models import build_mlp
 from bnexp.run.renorm import BatchRenorm1d, RenormSchedule
 
 STEPS = 4
@@ -29,9 +30,9 @@ def network(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(0)
     arch, norm = kind.split("-")
     if arch == "cnn":
-        return build_cnn((2, 8, 8), 4, depth=3, width=4, act="relu", norm=norm), (2, 8, 8)
+        return build_cnn((2, 8, 8), 4, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True)), (2, 8, 8)
     base = "batch" if norm in ("renorm", "dropout") else norm
-    model = build_mlp(6, 4, depth=3, width=8, act="sigmoid", norm=base)
+    model = build_mlp(6, 4, depth=3, width=8, act="sigmoid", norm_layer=norm_layer_named(base, spatial=False))
     if norm == "renorm":  # schedule relaxed after half a step: r and d act from step 1
         for block in hidden_blocks(model):
             block.norm = BatchRenorm1d(8, momentum=0.1, schedule=RenormSchedule(scale=1e-4))

@@ -9,14 +9,22 @@ import torch
 from torch import nn
 
 from bnexp.errors import UserError
-from bnexp.run.layers import ActivationNoise, NoisyBatchNorm1d, default_groups, make_norm
-from bnexp.run.models import build_mlp, build_model, hidden_blocks, initialize
+from bnexp.run.layers import (
+    ActivationNoise,
+    NoisyBatchNorm1d,
+    default_groups,
+    hidden_blocks,
+    make_norm,
+    norm_layer_named,
+)
+from bnexp.run.models import build_mlp, build_model, initialize
+from bnexp.run.renorm import BatchRenorm1d
 
 from conftest import make_config
 
 NORM_TYPES = {
     "batch": nn.BatchNorm1d, "noisy": NoisyBatchNorm1d, "noise_only": ActivationNoise,
-    "layer": nn.LayerNorm, "group": nn.GroupNorm, "none": nn.Identity,
+    "layer": nn.LayerNorm, "group": nn.GroupNorm, "none": nn.Identity, "renorm": BatchRenorm1d,
 }  # fmt: skip
 UNNORMALIZED = ("none", "noise_only")  # no norm: the Linear keeps its bias, nothing is learnable
 ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
@@ -27,7 +35,7 @@ ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity"
     list(itertools.product(NORM_TYPES, ["pre", "post"], [True, False], ACT_TYPES)),
 )
 def test_mlp_structure(norm, placement, affine, act):
-    model = build_mlp(784, 10, depth=3, width=20, act=act, norm=norm, placement=placement, affine=affine)
+    model = build_mlp(784, 10, depth=3, width=20, act=act, placement=placement, norm_layer=norm_layer_named(norm, spatial=False, affine=affine))
     blocks = hidden_blocks(model)
     assert len(blocks) == 3
     for block in blocks:
@@ -46,14 +54,14 @@ def test_mlp_structure(norm, placement, affine, act):
 def test_placement_orders_the_block():
     x = torch.randn(32, 5)
     for placement, expected in [("pre", lambda b, z: b.act(b.norm(z))), ("post", lambda b, z: b.norm(b.act(z)))]:
-        model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm="batch", placement=placement)
+        model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False), placement=placement)
         block = hidden_blocks(model)[0]
         z = block.weight_layer(x)
         assert torch.allclose(block(x), expected(block, z))
 
 
 def test_affine_false_fixes_gamma_one_beta_zero():
-    model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm="batch", affine=False)
+    model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False, affine=False))
     norm = hidden_blocks(model)[0].norm
     assert norm.weight is None and norm.bias is None
     z = torch.randn(64, 4)
@@ -70,7 +78,7 @@ def test_group_norm_groups_must_divide_channels():
 
 def test_gaussian_init_has_the_requested_std():
     torch.manual_seed(0)
-    model = build_mlp(784, 10, depth=2, width=200, act="sigmoid", norm="none")
+    model = build_mlp(784, 10, depth=2, width=200, act="sigmoid", norm_layer=norm_layer_named("none", spatial=False))
     initialize(model, "gaussian", std=0.01)
     weight = hidden_blocks(model)[0].weight_layer.weight
     assert weight.std().item() == pytest.approx(0.01, rel=0.02)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bnexp.run.data import probe_indices
-from bnexp.run.models import build_model, hidden_blocks
+from bnexp.run.layers import hidden_blocks
+from bnexp.run.models import build_model
 from bnexp.run.probes import capture, probe_pre_activations
 from bnexp.run.records import LAYERS_COLUMNS, METRICS_COLUMNS
 from bnexp.run.stats import LAYER_STATS
