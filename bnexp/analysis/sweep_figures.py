@@ -37,6 +37,7 @@ from bnexp.analysis.sweep_plots import (
     plot_test_accuracy_by_variant,
     plot_unit_percentiles_by_variant,
 )
+from bnexp.analysis.sweep_tables import labelled, runs_frame
 from bnexp.analysis.tables import collect, has_norm_params
 from bnexp.analysis.variants import (
     Sweep,
@@ -51,19 +52,6 @@ from bnexp.analysis.variants import (
 from bnexp.describe import config_summary, format_value
 from bnexp.outdir import make_output_dir
 from bnexp.rundir import BUNDLED_TEXT, find_runs
-
-RUNS_CSV_RESULTS = (
-    "status",
-    "error",
-    "final_test_acc",
-    "best_test_acc",
-    "steps_to_target",
-    "steps_per_second",
-    "diverged_at_step",
-    "steps_done",
-    "data_source",
-    "plotted",
-)
 
 FIGURE_NAMES: tuple[str, ...] = (
     "test_acc_vs_step",
@@ -185,17 +173,11 @@ def make_figures(
 def write_tables(
     runs_df: pd.DataFrame, layers_df: pd.DataFrame, keys: list[str], out_dir: Path
 ) -> list[Path]:
-    """runs.csv (one row per run) and layers_all.csv (every layers.csv row, labelled)."""
-    runs = runs_df.copy()
-    if "seed" not in runs:
-        runs["seed"] = np.nan
-    lead = ["run_dir", *keys, "seed"]
-    for column in ("steps_to_target", "diverged_at_step", "steps_done"):
-        runs[column] = runs[column].round().astype("Int64")  # steps are counts: 300, not 300.0
+    """runs.csv (one row per run) and layers_all.csv (every layers.csv row, labelled): the
+    frames of bnexp.analysis.sweep_tables, which bnexp.load_runs returns too."""
     runs_path = out_dir / "runs.csv"
-    runs[lead + [c for c in RUNS_CSV_RESULTS if c in runs]].to_csv(runs_path, index=False)
-    labels = runs[lead]
-    layers = labels.merge(layers_df, on="run_dir", how="inner")
+    runs_frame(runs_df, keys).to_csv(runs_path, index=False)
+    layers = labelled(layers_df, runs_df, keys)
     layers_path = out_dir / "layers_all.csv"
     layers.to_csv(layers_path, index=False, float_format="%.6g")
     return [runs_path, layers_path]
