@@ -1,5 +1,9 @@
 """Per-layer statistics as tensors. Pure: no hooks, no I/O.
 
+STATISTICS (at the end) is the table of what layers.csv records: columns -> function, in file
+order, in the spirit of mup's coord-check FDICT. A new statistic is one entry there (and its
+column in bnexp/rundir.py's contract, which a test holds equal to LAYER_STATS).
+
 Each function takes one tensor per hidden layer and returns a (layers × k) tensor, so that the
 caller moves everything to the host once per log step (one `.tolist()`), never one `.item()`
 per number. When every layer's tensor has the same shape (an MLP of constant width), the
@@ -11,21 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-
-# The layers.csv statistics, in contract order (docs/design.md §5); `step, layer` come first.
-LAYER_STATS = [
-    "grad_w_mean_abs", "grad_w_norm", "grad_w_ratio", "update_ratio", "grad_act_mean_abs",
-    "pre_mean", "pre_std", "pre_min", "pre_max", "pre_p15", "pre_p50", "pre_p85",
-    "act_mean", "act_std", "act_min", "act_max", "act_sat_frac",
-    "unit_p15", "unit_p50", "unit_p85",
-    "gamma_mean", "gamma_std", "beta_mean", "beta_std",
-    "running_mean_mean", "running_var_mean",
-]  # fmt: skip
-UPDATE_RATIO_COLUMN = LAYER_STATS.index("update_ratio")
 
 PERCENTILES = (0.15, 0.50, 0.85)
 # Percentiles of larger tensors are estimated on this many elements, so that a log step costs
@@ -203,48 +198,118 @@ def _means(tensors: list[Tensor | None]) -> Tensor:
     ).unsqueeze(1)
 
 
-def norm_parameter_stats(norms: list[nn.Module]) -> Tensor:
-    """gamma mean/std, beta mean/std, mean running mean, mean running variance. (layers × 6)
+# ---------------------------------------------------------------------------------------------
+# The table: what layers.csv records
+# ---------------------------------------------------------------------------------------------
 
-    NaN where a norm has no such parameter (no norm, affine=false, or no running statistics).
-    """
-    return torch.cat([
-        _mean_std([getattr(norm, "weight", None) for norm in norms]),
-        _mean_std([getattr(norm, "bias", None) for norm in norms]),
-        _means([getattr(norm, "running_mean", None) for norm in norms]),
-        _means([getattr(norm, "running_var", None) for norm in norms]),
-    ], dim=1)  # fmt: skip
+# When a row's statistic is read (docs/design.md §4: row t describes the network after t
+# updates): the norms' parameters and running statistics before batch t's forward pass moves
+# them; the activations and gradients after its backward pass; the update after the
+# optimiser's step.
+BEFORE_FORWARD, AFTER_BACKWARD, AFTER_STEP = "before_forward", "after_backward", "after_step"
 
 
-def layer_table(
-    *,
-    act: str,
-    weights: list[Tensor],
-    pre: list[Tensor],
-    outputs: list[Tensor],
-    grad_outputs: list[Tensor | None],
-    probe_pre: list[Tensor],
-    unit: int,
-    norms: list[nn.Module],
-    norm_stats: Tensor | None = None,
-) -> Tensor:
-    """All LAYER_STATS for every hidden layer: a (layers × len(LAYER_STATS)) float tensor.
+@dataclass
+class LayerInputs:
+    """What a log step offers the statistics, one entry per hidden layer. Each moment fills
+    what it has: BEFORE_FORWARD the norms; AFTER_BACKWARD everything but weights_before;
+    AFTER_STEP weights (after the step) and weights_before."""
 
-    `update_ratio` is left NaN: it is known only after the optimiser step (see update_ratios).
-    `norm_stats`, when given, is norm_parameter_stats(norms) taken earlier (the training loop
-    reads the running statistics before the forward pass that updates them).
-    """
-    layers = len(weights)
-    table = torch.cat([
-        weight_gradient_stats(weights),
-        torch.full((layers, 1), NAN),
-        mean_abs(grad_outputs),
-        moments(pre),
-        percentiles(pre),
-        moments(outputs),
-        saturation_fraction(act, outputs),
-        percentiles([unit_values(p, unit) for p in probe_pre]),
-        norm_parameter_stats(norms) if norm_stats is None else norm_stats,
-    ], dim=1)  # fmt: skip
-    assert table.shape == (layers, len(LAYER_STATS))
-    return table.float()
+    norms: list[nn.Module] = field(default_factory=list)
+    act: str = ""  # the activation's name (saturation is defined per activation)
+    weights: list[Tensor] = field(default_factory=list)  # weight_layer.weight (with .grad)
+    pre: list[Tensor] = field(default_factory=list)  # the activation's input
+    outputs: list[Tensor] = field(default_factory=list)  # the activation's output
+    grad_outputs: list[Tensor | None] = field(default_factory=list)  # dL/d(output)
+    probe_pre: list[Tensor] = field(default_factory=list)  # the activation's input, probe batch
+    unit: int = 0  # the tracked unit (channel)
+    weights_before: list[Tensor] = field(default_factory=list)  # copies taken before the step
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """Columns computed together (one batched op) as one (layers × len(columns)) tensor."""
+
+    compute: Callable[[LayerInputs], Tensor]
+    read: str = AFTER_BACKWARD
+
+
+def _parameter(norms: list[nn.Module], name: str) -> list[Tensor | None]:
+    """Each norm's parameter or buffer `name`, None where it has none (no norm, affine=false,
+    no running statistics)."""
+    return [getattr(norm, name, None) for norm in norms]
+
+
+STATISTICS: dict[tuple[str, ...], Statistic] = {
+    ("grad_w_mean_abs", "grad_w_norm", "grad_w_ratio"): Statistic(
+        lambda s: weight_gradient_stats(s.weights)
+    ),
+    ("update_ratio",): Statistic(
+        lambda s: update_ratios(s.weights, s.weights_before).unsqueeze(1), read=AFTER_STEP
+    ),
+    ("grad_act_mean_abs",): Statistic(lambda s: mean_abs(s.grad_outputs)),
+    ("pre_mean", "pre_std", "pre_min", "pre_max"): Statistic(lambda s: moments(s.pre)),
+    ("pre_p15", "pre_p50", "pre_p85"): Statistic(lambda s: percentiles(s.pre)),
+    ("act_mean", "act_std", "act_min", "act_max"): Statistic(lambda s: moments(s.outputs)),
+    ("act_sat_frac",): Statistic(lambda s: saturation_fraction(s.act, s.outputs)),
+    ("unit_p15", "unit_p50", "unit_p85"): Statistic(
+        lambda s: percentiles([unit_values(p, s.unit) for p in s.probe_pre])
+    ),
+    ("gamma_mean", "gamma_std"): Statistic(
+        lambda s: _mean_std(_parameter(s.norms, "weight")), read=BEFORE_FORWARD
+    ),
+    ("beta_mean", "beta_std"): Statistic(
+        lambda s: _mean_std(_parameter(s.norms, "bias")), read=BEFORE_FORWARD
+    ),
+    ("running_mean_mean",): Statistic(
+        lambda s: _means(_parameter(s.norms, "running_mean")), read=BEFORE_FORWARD
+    ),
+    ("running_var_mean",): Statistic(
+        lambda s: _means(_parameter(s.norms, "running_var")), read=BEFORE_FORWARD
+    ),
+}
+
+# The layers.csv statistic columns, in file order (`step, layer` come first).
+LAYER_STATS: tuple[str, ...] = tuple(column for columns in STATISTICS for column in columns)
+
+
+def _by_moment() -> dict[str, tuple[Tensor, list[Callable[[LayerInputs], Tensor]]]]:
+    """For each moment: the table columns its statistics fill, in order, and their functions."""
+    columns: dict[str, list[int]] = {BEFORE_FORWARD: [], AFTER_BACKWARD: [], AFTER_STEP: []}
+    functions: dict[str, list] = {moment: [] for moment in columns}
+    start = 0
+    for names, statistic in STATISTICS.items():
+        columns[statistic.read].extend(range(start, start + len(names)))
+        functions[statistic.read].append(statistic.compute)
+        start += len(names)
+    return {moment: (torch.tensor(columns[moment]), functions[moment]) for moment in columns}
+
+
+_BY_MOMENT = _by_moment()
+
+
+def empty_table(layers: int) -> Tensor:
+    """A (layers × len(LAYER_STATS)) float32 table of NaN: a statistic not (yet) read is NaN."""
+    return torch.full((layers, len(LAYER_STATS)), NAN)
+
+
+def fill(table: Tensor, read: str, inputs: LayerInputs) -> Tensor:
+    """Computes the statistics read at moment `read` into their columns of `table` (one
+    concatenation and one indexed copy: a quarter of the cost of a copy per statistic)."""
+    columns, functions = _BY_MOMENT[read]
+    values = torch.cat([compute(inputs) for compute in functions], dim=1)
+    if values.shape != (table.shape[0], len(columns)):
+        raise ValueError(
+            f"statistics read {read} gave {tuple(values.shape)} values, expected "
+            f"{(table.shape[0], len(columns))}: a STATISTICS entry has the wrong width"
+        )
+    table[:, columns] = values
+    return table
+
+
+def layer_table(inputs: LayerInputs) -> Tensor:
+    """The statistics of one moment's inputs read all at once (BEFORE_FORWARD, then
+    AFTER_BACKWARD); AFTER_STEP's columns (update_ratio) stay NaN."""
+    table = empty_table(len(inputs.weights) or len(inputs.norms))
+    fill(table, BEFORE_FORWARD, inputs)
+    return fill(table, AFTER_BACKWARD, inputs)

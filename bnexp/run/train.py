@@ -23,9 +23,16 @@ from bnexp.run.data import InMemoryData, batch_indices, probe_indices
 from bnexp.run.layers import hidden_blocks
 from bnexp.run.models import build_model
 from bnexp.run.probes import capture, frozen_running_stats, probe_pre_activations
-from bnexp.run.stats import UPDATE_RATIO_COLUMN, layer_table, norm_parameter_stats, update_ratios
+from bnexp.run.stats import (
+    AFTER_BACKWARD,
+    AFTER_STEP,
+    BEFORE_FORWARD,
+    LayerInputs,
+    empty_table,
+    fill,
+)
 
-# on_log(metrics_row, layer_rows): metrics_row follows records.METRICS_COLUMNS; layer_rows are
+# on_log(metrics_row, layer_rows): metrics_row follows rundir.METRICS_COLUMNS; layer_rows are
 # [step, layer, *stats.LAYER_STATS] lists, one per hidden layer.
 LogSink = Callable[[list, list[list]], None]
 
@@ -70,13 +77,13 @@ def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[f
 
 
 def measure_layers(
-    cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor, norm_stats: Tensor | None = None
+    cfg: Config, model: nn.Module, blocks, seen, probe_x: Tensor, table: Tensor | None = None
 ) -> Tensor:
-    """All layers' statistics at this step (before the update), as one tensor: layers × stats.
-
-    norm_stats: the norms' parameter and running-statistic columns, read before this step's
-    forward pass (None: read now)."""
-    return layer_table(
+    """The statistics read after this step's backward pass (stats.AFTER_BACKWARD: gradients,
+    activations, the probe batch) into `table` (layers × stats), which holds the columns read
+    before the forward pass (None: a new table, those read now)."""
+    inputs = LayerInputs(
+        norms=[block.norm for block in blocks],
         act=cfg.act.value,
         weights=[block.weight_layer.weight for block in blocks],
         pre=seen.pre,
@@ -84,9 +91,10 @@ def measure_layers(
         grad_outputs=seen.grad_act,
         probe_pre=probe_pre_activations(model, blocks, probe_x),
         unit=cfg.track_unit,
-        norms=[block.norm for block in blocks],
-        norm_stats=norm_stats,
     )
+    if table is None:
+        table = fill(empty_table(len(blocks)), BEFORE_FORWARD, inputs)
+    return fill(table, AFTER_BACKWARD, inputs)
 
 
 def train(
@@ -140,11 +148,11 @@ def train(
             x = augment(x, augment_generator)
         final = step == cfg.steps
         logged = step % log_every == 0 or final
-        test_loss, test_acc, norm_stats = None, None, None
+        test_loss, test_acc, table = None, None, None
         if logged:  # the network after `step` updates, before batch `step` moves the running stats
             if step % eval_every == 0 or final:
                 test_loss, test_acc = evaluate(model, data)
-            norm_stats = norm_parameter_stats(norms)
+            table = fill(empty_table(len(blocks)), BEFORE_FORWARD, LayerInputs(norms=norms))
 
         with (
             capture(blocks) if logged else contextlib.nullcontext() as seen,
@@ -169,12 +177,12 @@ def train(
             optimizer.step()
             continue
 
-        stats = measure_layers(cfg, model, blocks, seen, probe_x, norm_stats)
+        stats = measure_layers(cfg, model, blocks, seen, probe_x, table)
         if not final:
             weights = [block.weight_layer.weight for block in blocks]
             weights_before = [w.detach().clone() for w in weights]
             optimizer.step()
-            stats[:, UPDATE_RATIO_COLUMN] = update_ratios(weights, weights_before)
+            fill(stats, AFTER_STEP, LayerInputs(weights=weights, weights_before=weights_before))
         train_loss, train_acc = loss_sum / seen_steps, correct / seen_samples
         on_log(
             [step, train_loss, train_acc, test_loss, test_acc, lr, round(elapsed(), 3)],

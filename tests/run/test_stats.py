@@ -9,8 +9,14 @@ import torch
 from torch import nn
 
 from bnexp.run.stats import (
+    AFTER_BACKWARD,
+    AFTER_STEP,
+    BEFORE_FORWARD,
     LAYER_STATS,
-    UPDATE_RATIO_COLUMN,
+    STATISTICS,
+    LayerInputs,
+    empty_table,
+    fill,
     layer_table,
     mean_abs_of,
     moments,
@@ -21,6 +27,9 @@ from bnexp.run.stats import (
     update_ratios,
     weight_gradient_stats,
 )
+from bnexp.rundir import LAYER_STAT_COLUMNS
+
+NAN = float("nan")
 
 
 def test_percentiles_match_linear_interpolation():
@@ -74,8 +83,12 @@ def test_moments_are_exact():
 def test_saturation_fraction_per_activation():
     sig = torch.tensor([0.01, 0.5, 0.96, 0.94])
     assert saturation_fraction("sigmoid", [sig]).item() == pytest.approx(0.5)
-    assert saturation_fraction("tanh", [torch.tensor([-0.99, 0.0, 0.98, 0.5])]).item() == pytest.approx(0.5)
-    assert saturation_fraction("relu", [torch.tensor([0.0, 0.0, 0.0, 2.0])]).item() == pytest.approx(0.75)
+    assert saturation_fraction(
+        "tanh", [torch.tensor([-0.99, 0.0, 0.98, 0.5])]
+    ).item() == pytest.approx(0.5)
+    assert saturation_fraction(
+        "relu", [torch.tensor([0.0, 0.0, 0.0, 2.0])]
+    ).item() == pytest.approx(0.75)
     assert math.isnan(saturation_fraction("identity", [sig]).item())
 
 
@@ -113,14 +126,17 @@ def test_layer_table_shape_and_missing_values():
     weight = nn.Parameter(torch.randn(4, 3))
     weight.grad = torch.randn(4, 3)
     pre = torch.randn(8, 4)
-    table = layer_table(
+    table = layer_table(LayerInputs(
         act="sigmoid", weights=[weight, weight], pre=[pre, pre], outputs=[pre.sigmoid(), pre.sigmoid()],
         grad_outputs=[None, torch.ones(8, 4)], probe_pre=[pre, pre], unit=0, norms=[norm, nn.Identity()],
-    )  # fmt: skip
+    ))  # fmt: skip
     assert table.shape == (2, len(LAYER_STATS))
     column = {name: i for i, name in enumerate(LAYER_STATS)}
-    assert math.isnan(table[0, UPDATE_RATIO_COLUMN])  # filled in after the optimiser step
-    assert math.isnan(table[0, column["grad_act_mean_abs"]]) and table[1, column["grad_act_mean_abs"]] == 1
+    assert math.isnan(table[0, column["update_ratio"]])  # filled in after the optimiser step
+    assert (
+        math.isnan(table[0, column["grad_act_mean_abs"]])
+        and table[1, column["grad_act_mean_abs"]] == 1
+    )
     assert math.isnan(table[0, column["gamma_mean"]])  # affine=False: no gamma
     assert table[0, column["running_var_mean"]] == 1  # BN's running variance starts at 1
     assert math.isnan(table[1, column["running_var_mean"]])  # no norm: no running statistics
@@ -131,3 +147,93 @@ def test_mean_abs_of_a_large_tensor_is_accurate_to_float32_rounding():
     # A float32 sum of 16M equal values drifts by ~2% (the reference test found it on CNN maps).
     values = torch.full((16_000_000,), -0.1)
     assert abs(float(mean_abs_of(values)) - 0.1) / 0.1 < 1e-6
+
+
+def test_the_statistics_table_is_the_run_directory_contract():
+    """stats.STATISTICS decides what train.py writes; rundir.LAYER_STAT_COLUMNS is what every
+    reader expects. A statistic added to one and not the other fails here."""
+    assert LAYER_STATS == LAYER_STAT_COLUMNS
+    assert len(set(LAYER_STATS)) == len(LAYER_STATS)
+
+
+def _hidden_layers(shapes, seed=0):
+    """Inputs of three hidden layers of the given activation shapes, with norms that have every
+    kind of column (BN with running statistics moved away from 0/1, affine LayerNorm, none)."""
+    gen = torch.Generator().manual_seed(seed)
+    weights, pre, norms = [], [], []
+    for i, shape in enumerate(shapes):
+        weight = nn.Parameter(torch.randn(shape[1], 5, generator=gen))
+        weight.grad = torch.randn(shape[1], 5, generator=gen) * 1e-3
+        weights.append(weight)
+        pre.append(torch.randn(*shape, generator=gen) * (i + 1) + i)
+    bn = nn.BatchNorm2d(shapes[0][1]) if len(shapes[0]) == 4 else nn.BatchNorm1d(shapes[0][1])
+    bn.running_mean.uniform_(-1, 1, generator=gen)
+    bn.running_var.uniform_(0.5, 2, generator=gen)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5, generator=gen)
+    layer_norm = nn.GroupNorm(1, shapes[1][1])
+    with torch.no_grad():
+        layer_norm.bias.uniform_(-1, 1, generator=gen)
+    norms = [bn, layer_norm, nn.Identity()]
+    return LayerInputs(
+        norms=norms, act="tanh", weights=weights, pre=pre, outputs=[p.tanh() for p in pre],
+        grad_outputs=[torch.randn(*p.shape, generator=gen) for p in pre],
+        probe_pre=[p[:3] + 0.5 for p in pre], unit=1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [[(16, 6)] * 3, [(4, 6, 3, 3), (4, 12, 2, 2), (4, 12, 1, 1)]],
+    ids=["equal-layers-batched", "feature-maps-per-layer"],
+)
+def test_every_column_holds_its_own_statistic(shapes):
+    """Each column of the table against the same quantity computed here in float64 with plain
+    torch, so a statistic in the wrong position (or of the wrong width) fails."""
+    inputs = _hidden_layers(shapes)
+    for columns, statistic in STATISTICS.items():
+        if statistic.read != AFTER_STEP:
+            assert statistic.compute(inputs).shape == (3, len(columns)), columns
+    table = fill(fill(empty_table(3), BEFORE_FORWARD, inputs), AFTER_BACKWARD, inputs)
+    before = [w.detach().clone() for w in inputs.weights]
+    with torch.no_grad():
+        for w in inputs.weights:
+            w -= 0.5 * w.grad
+    fill(table, AFTER_STEP, LayerInputs(weights=inputs.weights, weights_before=before))
+    column = {name: table[:, i].double() for i, name in enumerate(LAYER_STATS)}
+
+    def q(values, level):
+        return torch.quantile(values.double().flatten(), level).item()
+
+    for i in range(3):
+        w, g = inputs.weights[i].detach().double(), inputs.weights[i].grad.double()
+        pre, out = inputs.pre[i].double(), inputs.outputs[i].double()
+        unit = inputs.probe_pre[i][:, 1].double()
+        norm = inputs.norms[i]
+        expected = {
+            "grad_w_mean_abs": g.abs().mean(), "grad_w_norm": g.norm(),
+            "grad_w_ratio": g.std() / (w + 0.5 * g).std(),
+            "update_ratio": (0.5 * g).norm() / (w + 0.5 * g).norm(),
+            "grad_act_mean_abs": inputs.grad_outputs[i].double().abs().mean(),
+            "pre_mean": pre.mean(), "pre_std": pre.std(), "pre_min": pre.min(), "pre_max": pre.max(),
+            "pre_p15": q(pre, 0.15), "pre_p50": q(pre, 0.5), "pre_p85": q(pre, 0.85),
+            "act_mean": out.mean(), "act_std": out.std(), "act_min": out.min(), "act_max": out.max(),
+            "act_sat_frac": (out.abs() > 0.97).double().mean(),
+            "unit_p15": q(unit, 0.15), "unit_p50": q(unit, 0.5), "unit_p85": q(unit, 0.85),
+        }  # fmt: skip
+        for name in ("weight", "bias"):
+            value = getattr(norm, name, None)
+            value = value.detach().double() if value is not None else None
+            mean, sd = (value.mean(), value.std()) if value is not None else (NAN, NAN)
+            prefix = "gamma" if name == "weight" else "beta"
+            expected[f"{prefix}_mean"], expected[f"{prefix}_std"] = mean, sd
+        for name in ("running_mean", "running_var"):
+            value = getattr(norm, name, None)
+            expected[f"{name}_mean"] = value.double().mean() if value is not None else NAN
+        assert set(expected) == set(LAYER_STATS)
+        for name, value in expected.items():
+            got, want = column[name][i].item(), float(value)
+            if math.isnan(want):
+                assert math.isnan(got), (name, i)
+            else:
+                assert got == pytest.approx(want, rel=1e-5, abs=1e-7), (name, i)
