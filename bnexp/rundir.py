@@ -95,6 +95,9 @@ LAYER_STAT_COLUMNS: tuple[str, ...] = (
     "running_var_mean",
 )
 LAYERS_COLUMNS: tuple[str, ...] = ("step", "layer", *LAYER_STAT_COLUMNS)
+# Column types as readers get them: these are int64, every other contract column float64 (an
+# empty cell is NaN), whatever the file's values look like ("1" is written for 1.0).
+INTEGER_COLUMNS: tuple[str, ...] = ("step", "layer")
 
 # --------------------------------------------------------------------------------------------
 # Data sources: meta.json's `data_source`
@@ -295,6 +298,9 @@ def read_csv_tolerant(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame,
         frame[name] = np.nan
     frame = frame.apply(pd.to_numeric, errors="coerce")
     frame = frame.dropna(subset=["step"]).sort_values("step", kind="stable")
+    frame = frame.astype({name: "float64" for name in columns if name not in INTEGER_COLUMNS})
+    integers = [n for n in INTEGER_COLUMNS if n in columns and frame[n].notna().all()]
+    frame = frame.astype(dict.fromkeys(integers, "int64"))
     return frame.reset_index(drop=True), warnings
 
 
