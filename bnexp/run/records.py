@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnexp import __version__
 from bnexp.rundir import LAYERS_COLUMNS, LAYERS_FILE, META_FILE, METRICS_COLUMNS, METRICS_FILE
 
 
@@ -77,9 +78,7 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    import torch
-
-    from bnexp import __version__
+    import torch  # heavy: records.py itself only writes files
 
     return {
         "bnexp_version": __version__,
