@@ -45,6 +45,18 @@ def test_import_bnexp_is_cheap_and_reading_never_loads_torch(tmp_path):
     assert done.stdout.split() == ["(123,", "28)", "1"]  # 41 log steps x 3 layers
 
 
+def test_bnexp_run_is_callable_whichever_import_comes_first():
+    """`bnexp.run` names the subpackage as soon as one of its modules is imported."""
+    code = (
+        "import bnexp.run.config, bnexp, inspect\n"
+        "assert callable(bnexp.run) and bnexp.run.config.Config\n"
+        "print(inspect.signature(bnexp.run))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "overrides" in done.stdout and "out" in done.stdout
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'lod_run'"):
         bnexp.lod_run  # noqa: B018
