@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return figures_main(rest)
         if command == "reproduce":
-            from bnexp.reproduce import main as reproduce_main
+            from bnexp.reproduce.cli import main as reproduce_main
 
             return reproduce_main(rest)
     except UserError as error:

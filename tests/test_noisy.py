@@ -15,9 +15,9 @@ import yaml
 from scipy import stats as scipy_stats
 from torch import nn
 
-from bnexp.claims import MEASURES, Tables
 from bnexp.errors import UserError
-from bnexp.findings import load_findings
+from bnexp.reproduce.claims import MEASURES, Tables
+from bnexp.reproduce.findings import load_findings
 from bnexp.run.config import config_hash, validate
 from bnexp.run.layers import (
     ActivationNoise,

@@ -27,6 +27,12 @@ def test_wheel_ships_configs_and_composes_from_elsewhere(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for config in REPO.glob("configs/**/*.yaml"):
         assert "bnexp/" + str(config.relative_to(REPO)) in names, config
+    # Every module of every package (a package missing from pyproject's list is missing here)
+    # and every finding declaration with its format description.
+    shipped = [*REPO.glob("bnexp/**/*.py"), *REPO.glob("bnexp/reproduce/findings/*.yaml")]
+    shipped.append(REPO / "bnexp" / "reproduce" / "findings" / "README.md")
+    for source in shipped:
+        assert str(source.relative_to(REPO)) in names, source
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
         check=True, capture_output=True,

@@ -15,7 +15,7 @@ from bnexp.analysis.intervals import (
     t_quantile,
     t_quantile_975,
 )
-from bnexp.claims import t_interval as claims_t_interval
+from bnexp.reproduce.claims import t_interval as claims_t_interval
 
 # t(0.975, df) to 10 significant digits, from printed tables (e.g. NIST/SEMATECH e-Handbook
 # 1.3.6.7.2) and the closed forms for df = 1 (tan) and df = 2.

@@ -276,8 +276,8 @@ def test_cli_fashion_bundled_is_a_user_error(tmp_path):
 
 
 def test_captions_and_reports_name_the_dataset_and_its_source():
-    from bnexp.plots import data_source_text
-    from bnexp.reproduce import data_text
+    from bnexp.analysis.captions import data_source_text
+    from bnexp.reproduce.report import data_text
 
     meta = {
         "data_source": "debian:/usr/share/datasets/fashion-mnist",
@@ -314,9 +314,9 @@ def test_captions_and_reports_name_the_dataset_and_its_source():
 def test_finding_figure_titles_name_the_dataset_of_their_runs():
     import pandas as pd
 
-    from bnexp.claims import Tables
-    from bnexp.findings import load_findings
-    from bnexp.findings.figures import FIGURES, FigureContext
+    from bnexp.reproduce.claims import Tables
+    from bnexp.reproduce.finding_figures import FIGURES, FigureContext
+    from bnexp.reproduce.findings import load_findings
 
     finding = load_findings()["fig1"]
     runs = pd.DataFrame({"run_id": ["a"], "status": ["completed"], "data": ["fashion_mnist"]})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnexp.bn_math import (
+from bnexp.reproduce.bn_math import (
     BATCH_SIZES,
     BNCache,
     bn_backward_closed_form,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnexp.claims import (
+from bnexp.reproduce.claims import (
     IDENTITY_FAILS,
     IDENTITY_HOLDS,
     IDENTITY_UNCHECKED,
@@ -29,7 +29,7 @@ from bnexp.claims import (
     select,
     t_interval,
 )
-from bnexp.findings import load_findings
+from bnexp.reproduce.findings import load_findings
 
 STEPS = list(range(0, 1001, 100))
 

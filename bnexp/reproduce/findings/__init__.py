@@ -1,9 +1,9 @@
 """The published findings `bnexp reproduce` knows: one claim declaration per finding.
 
 A finding is data: `configs/experiment/<experiment>.yaml` (the runs, a Hydra sweep at the
-published scale) plus `bnexp/findings/<name>.yaml` (what was published, the setup choices
+published scale) plus `bnexp/reproduce/findings/<name>.yaml` (what was published, the setup choices
 with their reasons, the scale settings, the figures, and the claims with their criteria,
-written before running). The format is described in `bnexp/findings/README.md`; this module
+written before running). The format is described in `bnexp/reproduce/findings/README.md`; this module
 reads and checks the declarations, nothing else.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from bnexp.claims import MEASURES, check_claim
 from bnexp.errors import UserError
+from bnexp.reproduce.claims import MEASURES, check_claim
+from bnexp.reproduce.finding_figures import FIGURES
 
 SCALES = ("quick", "paper")
 REQUIRED_KEYS = ("title", "reference", "summary", "published", "setup", "claims")
@@ -58,8 +59,8 @@ class Finding:
     scales: dict[str, Scale]
     figures: list[str] = field(default_factory=list)
     runs_of: str | None = None  # another finding whose runs this one reads
-    procedure: str | None = None  # an in-process measurement in bnexp.findings.procedures
-    requires: list[str] = field(default_factory=list)  # e.g. ["cnn"]: modules that must exist
+    procedure: str | None = None  # an in-process measurement in bnexp.reproduce.procedures
+    requires: list[str] = field(default_factory=list)  # e.g. ["cnn"]: bnexp.run modules needed
     published_values: dict[str, Any] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     path: Path | None = None
@@ -75,7 +76,7 @@ class Finding:
 
 
 def findings_dir() -> Path:
-    return Path(str(resources.files("bnexp.findings")))
+    return Path(str(resources.files("bnexp.reproduce.findings")))
 
 
 def _problem(path: Path, message: str) -> UserError:
@@ -114,13 +115,12 @@ def parse_finding(name: str, raw: dict[str, Any], path: Path) -> dict[str, Any]:
         absent = [s for s in SCALES if s not in scales]
         if absent:
             raise _problem(path, f"scales lacks {', '.join(absent)}")
-    from bnexp.findings import figures, procedures
-
     for figure in raw.get("figures") or []:
-        if figure not in figures.FIGURES:
-            raise _problem(
-                path, f"unknown figure {figure!r}; known: {', '.join(sorted(figures.FIGURES))}"
-            )
+        if figure not in FIGURES:
+            raise _problem(path, f"unknown figure {figure!r}; known: {', '.join(sorted(FIGURES))}")
+    if raw.get("procedure"):
+        from bnexp.reproduce import procedures  # imports torch: only for a finding that has one
+
     if raw.get("procedure") and raw["procedure"] not in procedures.PROCEDURES:
         raise _problem(
             path,

@@ -1,7 +1,7 @@
 """In-process measurements for findings that need the trained network itself, not its CSVs.
 
 A procedure takes the run configs of its finding (one per seed, already validated) and
-returns tidy tables for its claims (`bnexp.claims.Tables.extra`). It trains through
+returns tidy tables for its claims (`bnexp.reproduce.claims.Tables.extra`). It trains through
 `bnexp.run.train.train`, which hands back the trained model, and never writes files: the caller
 saves the tables.
 """
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from bnexp.run.config import Config
 from bnexp.run.data import InMemoryData, load_data
-from bnexp.run.models import hidden_blocks
+from bnexp.run.layers import hidden_blocks
 from bnexp.run.train import train
 
 

@@ -2,7 +2,9 @@
 
 Each function takes a `FigureContext` (the finding's tables, its declaration, caption lines)
 and returns a matplotlib Figure; no file is touched (the caller saves it). The look comes
-from `bnexp.style` (fonts, Okabe-Ito colours, widths), the same as `bnexp figures`.
+from bnexp.analysis (style: fonts, Okabe-Ito colours, widths; draw: the seed band, the
+percentile lines, title/legend/caption), the same as `bnexp figures`. The caller saves them
+(bnexp.analysis.style.savefig at FIGURE_DPI).
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import matplotlib
 import numpy as np
@@ -21,27 +22,28 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bnexp.analysis import style
-from bnexp.claims import Tables, select
+from bnexp.analysis.draw import decorate, draw_mean_band, draw_percentile_lines
 from bnexp.describe import dataset_title
-from bnexp.findings import Finding
+from bnexp.reproduce.claims import Missing, Tables, final_accuracy, select, t_interval
 
 BN_COLOR, PLAIN_COLOR = style.COLORS[0], style.COLORS[1]
-PNG_DPI = 150  # small files for the committed reference results; the PNG stays sharp in print
+FIGURE_DPI = (
+    150  # PNG: small files for the committed reference results; the PNG stays sharp in print
+)
+
+
+class Declaration(Protocol):
+    """What a figure reads of its finding's declaration (bnexp.reproduce.findings.Finding)."""
+
+    claims: list[dict[str, Any]]
+    published_values: dict[str, Any]
 
 
 @dataclass
 class FigureContext:
     tables: Tables
-    finding: Finding
+    finding: Declaration
     caption: list[str] = field(default_factory=list)  # data source, scale, seeds
-
-
-def save_png(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({**style.RC, "savefig.dpi": PNG_DPI}):
-        fig.savefig(path, format="png")
-    fig.clear()
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,23 +76,6 @@ def _seed_curves(ctx: FigureContext, where: dict, column: str = "test_acc") -> p
     return pd.DataFrame(curves).sort_index() if curves else pd.DataFrame()
 
 
-def _draw_mean_band(ax, curves: pd.DataFrame, color: Any, label: str, linestyle: str = "-") -> None:
-    if curves.empty:
-        return
-    common = curves.dropna()
-    if len(curves.columns) > 1 and not common.empty:
-        ax.fill_between(
-            common.index,
-            common.min(axis=1),
-            common.max(axis=1),
-            color=color,
-            alpha=0.18,
-            linewidth=0,
-        )
-    mean = curves.mean(axis=1)
-    ax.plot(mean.index, mean.values, color=color, linestyle=linestyle, label=label)
-
-
 def _first_seed(runs: pd.DataFrame) -> pd.Series | None:
     if runs.empty:
         return None
@@ -98,14 +83,11 @@ def _first_seed(runs: pd.DataFrame) -> pd.Series | None:
 
 
 def _percentile_panel(ax, rows: pd.DataFrame, color: Any) -> None:
+    """The tracked unit's 15th/50th/85th percentiles over training, as in every bnexp figure."""
     if rows.empty:
         style.no_data(ax)
         return
-    ax.fill_between(
-        rows["step"], rows["unit_p15"], rows["unit_p85"], color=color, alpha=0.15, linewidth=0
-    )
-    for column, width in (("unit_p15", 0.9), ("unit_p50", 1.5), ("unit_p85", 0.9)):
-        ax.plot(rows["step"], rows[column], color=color, linewidth=width)
+    draw_percentile_lines(ax, rows, color)
     style.format_steps(ax)
 
 
@@ -114,16 +96,6 @@ def _dataset(ctx: FigureContext) -> str:
     runs = ctx.tables.runs
     names = sorted({str(v) for v in runs["data"].dropna()}) if "data" in runs else []
     return " + ".join(dataset_title(n) for n in names) if names else "MNIST"
-
-
-def _finish(
-    fig: Figure, title: str, caption: list[str], handles: list[Any] | None = None
-) -> Figure:
-    style.add_title(fig, title)
-    if handles:
-        style.add_legend_below(fig, handles)
-    style.add_caption(fig, caption)
-    return fig
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,8 +110,8 @@ def fig1(ctx: FigureContext) -> Figure:
     fig, axes = style.new_figure(1, 3, panel_height=2.2)
     ax_a, ax_b, ax_c = axes[0]
     plain, bn = _seed_curves(ctx, {"norm": "none"}), _seed_curves(ctx, {"norm": "batch"})
-    _draw_mean_band(ax_a, plain, PLAIN_COLOR, "Without BN", linestyle="--")
-    _draw_mean_band(ax_a, bn, BN_COLOR, "With BN")
+    draw_mean_band(ax_a, plain, PLAIN_COLOR, label="Without BN", linestyle="--")
+    draw_mean_band(ax_a, bn, BN_COLOR, label="With BN")
     _accuracy_axes(ax_a, [plain, bn])
     ax_a.set_title("(a) test accuracy")
     ax_a.set_xlabel("training steps")
@@ -161,7 +133,7 @@ def fig1(ctx: FigureContext) -> Figure:
         "of unit 0 of the last hidden layer on a fixed probe batch of test images, lowest seed.",
         *ctx.caption,
     ]
-    return _finish(
+    return decorate(
         fig,
         f"{_dataset(ctx)}, 3x100 sigmoid MLP: with and without batch normalization (cf. BN paper Fig. 1)",
         caption,
@@ -211,7 +183,7 @@ def fig1_dist(ctx: FigureContext) -> Figure:
         "15th, 50th (thick) and 85th percentiles of the input of unit 0 of the last hidden layer, fixed probe batch.",
         *ctx.caption,
     ]
-    return _finish(fig, "Input distribution of a last-layer sigmoid over training", caption)
+    return decorate(fig, "Input distribution of a last-layer sigmoid over training", caption)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,12 +271,12 @@ def gradient_flow(ctx: FigureContext) -> Figure:
         "setup differ, so compare the slope across layers, not absolute values.",
         *ctx.caption,
     ]
-    return _finish(
+    return decorate(
         fig, "10-layer sigmoid MLP: gradient magnitude by layer, early in training", caption
     )
 
 
-def _claim_arg(finding: Finding, key: str, default: Any) -> Any:
+def _claim_arg(finding: Declaration, key: str, default: Any) -> Any:
     for claim in finding.claims:
         if key in (claim.get("args") or {}):
             return claim["args"][key]
@@ -396,7 +368,7 @@ def affine(ctx: FigureContext) -> Figure:
         "seed mean at the last logged step. (c) gamma/beta on, lowest seed.",
         *ctx.caption,
     ]
-    return _finish(fig, "BN + sigmoid with and without gamma/beta", caption)
+    return decorate(fig, "BN + sigmoid with and without gamma/beta", caption)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,15 +376,16 @@ def affine(ctx: FigureContext) -> Figure:
 # --------------------------------------------------------------------------------------------
 
 
-def _final_acc(ctx: FigureContext, run_id: str, last: int = 3) -> float:
-    curve = _series(ctx, run_id, "test_acc")
-    return float(curve.iloc[-last:].mean()) if not curve.empty else math.nan
+def _final_acc(ctx: FigureContext, run_id: str) -> float:
+    """The claims' final accuracy (mean of the last 3 evaluations); NaN for a run without any."""
+    try:
+        return final_accuracy(ctx.tables, run_id)
+    except Missing:
+        return math.nan
 
 
 @style.styled
 def placement(ctx: FigureContext) -> Figure:
-    from bnexp.claims import t_interval
-
     fig, axes = style.new_figure(1, 2, width=6.0, panel_height=2.3)
     ax_a, ax_b = axes[0]
     acts = [a for a in ("sigmoid", "relu") if not _runs(ctx, {"act": a}).empty]
@@ -456,7 +429,7 @@ def placement(ctx: FigureContext) -> Figure:
         "Final accuracy = mean of the last 3 evaluations; difference paired by seed.",
         *ctx.caption,
     ]
-    return _finish(fig, "BN before (pre) vs after (post) the nonlinearity", caption)
+    return decorate(fig, "BN before (pre) vs after (post) the nonlinearity", caption)
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +546,7 @@ def learning_rate(ctx: FigureContext) -> Figure:
     ax_b.set_xlabel("steps to the target (seed-mean curve)")
     ax_b.set_title("(b) steps to plain x1's final accuracy")
     caption = ["Divergence: loss not finite (the run stops).", *ctx.caption]
-    return _finish(
+    return decorate(
         fig, "Learning rate x1, x5, x30 with and without BN (10x100 ReLU MLP)", caption, handles
     )
 
@@ -652,7 +625,7 @@ def batch_size(ctx: FigureContext) -> Figure:
         "last 3 test accuracies; seed mean, bars = min-max over seeds.",
         *ctx.caption,
     ]
-    return _finish(
+    return decorate(
         fig, "Test error vs batch size for BN, GroupNorm, LayerNorm and no norm", caption
     )
 
@@ -693,7 +666,7 @@ def running_stats(ctx: FigureContext) -> Figure:
         "Trained fig1 network with BN; test set shuffled once; seed mean (band = min-max).",
         *ctx.caption,
     ]
-    return _finish(fig, "Inference with running vs batch statistics", caption)
+    return decorate(fig, "Inference with running vs batch statistics", caption)
 
 
 @style.styled
@@ -782,7 +755,7 @@ def scale_invariance(ctx: FigureContext) -> Figure:
         "Paper: Ioffe & Szegedy 2015, Sec. 3.3.",
         *ctx.caption,
     ]
-    return _finish(
+    return decorate(
         fig, "BN scale invariance: eps-free formula and torch's own layer", caption, handles
     )
 
@@ -811,7 +784,7 @@ def noisy_bn(ctx: FigureContext) -> Figure:
     ax_acc, unit_axes = panels["a"], [panels[letter] for letter in "bcde"]
     curves = [_seed_curves(ctx, where, "train_acc") for where, *_ in variants]
     for curve, (_, color, label, ls) in zip(curves, variants):
-        _draw_mean_band(ax_acc, curve, color, label, linestyle=ls)
+        draw_mean_band(ax_acc, curve, color, label=label, linestyle=ls)
     _accuracy_axes(ax_acc, curves)
     ax_acc.set_title("(a) training accuracy")
     ax_acc.set_xlabel("training steps")
@@ -836,8 +809,10 @@ def noisy_bn(ctx: FigureContext) -> Figure:
         "batch (train mode: its own noise draws), lowest seed.",
         *ctx.caption,
     ]
-    return _finish(
-        fig, "BN with noise that makes layer inputs unstable still trains (cf. Santurkar et al. 2018, Fig. 2)", caption
+    return decorate(
+        fig,
+        "BN with noise that makes layer inputs unstable still trains (cf. Santurkar et al. 2018, Fig. 2)",
+        caption,
     )
 
 

@@ -1,6 +1,6 @@
 """Claim evaluation: pure functions from tidy tables to a measured value and a verdict.
 
-A finding's claims are declared in `bnexp/findings/NAME.yaml`, before the runs exist. Each
+A finding's claims are declared in `bnexp/reproduce/findings/NAME.yaml`, before the runs exist. Each
 claim names a *measure* (a function below, registered in `MEASURES`) with its arguments, and a
 *criterion* the measured value must meet:
 

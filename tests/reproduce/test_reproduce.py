@@ -13,19 +13,17 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-import bnexp.cli  # noqa: F401 - registers the schema and resolvers before composing
 from bnexp import rundir
 from bnexp.errors import UserError
-from bnexp.findings import SCALES, load_findings
-from bnexp.reproduce import (
+from bnexp.reproduce.cli import parse_args, print_list
+from bnexp.reproduce.findings import SCALES, load_findings
+from bnexp.reproduce.overrides import (
     BASE_OVERRIDES,
     compose_config,
     expand_overrides,
     merge_overrides,
-    parse_args,
-    print_list,
-    sweep_key,
 )
+from bnexp.reproduce.sweeps import sweep_key
 from bnexp.run.config import Config, validate
 
 CONFIGS = importlib.resources.files("bnexp.configs")

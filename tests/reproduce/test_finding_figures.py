@@ -1,4 +1,4 @@
-"""Every finding figure (bnexp/findings/figures.py) drawn on synthetic tables: no training.
+"""Every finding figure (bnexp/reproduce/finding_figures.py) drawn on synthetic tables: no training.
 
 `bnexp reproduce` turns a figure's exception into a note in the report, so that a figure bug
 cannot hide the verdicts; these tests are what makes such a bug fail the suite instead.
@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from bnexp import rundir
-from bnexp.claims import Tables
-from bnexp.findings import load_findings
-from bnexp.findings.figures import FIGURES, FigureContext, save_png
+from bnexp.analysis.style import savefig
+from bnexp.reproduce.claims import Tables
+from bnexp.reproduce.finding_figures import FIGURE_DPI, FIGURES, FigureContext
+from bnexp.reproduce.findings import load_findings
 
 FINDINGS = load_findings()
 STEPS = list(range(0, 1001, 50))
@@ -118,6 +119,12 @@ def extra_tables() -> dict[str, pd.DataFrame]:
             scale.append({"check": check, "layer": "torch", "a": a, "eps": 1e-5,
                           "rel_error": 0.0 if a == 1 else min(1.0, 1e-5 / (0.05 * a) ** 2), "a_sigma_min": 0.05 * a})  # fmt: skip
     return {"eval_batch_size": pd.DataFrame(rows), "scale_invariance": pd.DataFrame(scale)}
+
+
+def save_png(fig, path: Path) -> Path:
+    """As `bnexp reproduce` saves a finding's figure."""
+    (png,) = savefig(fig, path.with_suffix(""), formats=("png",), dpi=FIGURE_DPI)
+    return png
 
 
 def assert_png(path: Path) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bnexp.claims import Tables, evaluate
 from bnexp.errors import UserError
-from bnexp.findings import load_findings
-from bnexp.reproduce import (
+from bnexp.reproduce.claims import Tables, evaluate
+from bnexp.reproduce.findings import load_findings
+from bnexp.reproduce.options import Options
+from bnexp.reproduce.report import (
     FindingResult,
-    Options,
     declaration_sentence,
     finding_report,
     summary_report,
