@@ -1,4 +1,5 @@
-"""One run, start to finish: validate, load data, train, record, draw. Knows files, not Hydra."""
+"""One run, start to finish: validate, load data, train, record. Knows files, not Hydra (its own
+figures, plots=true, are drawn when its job ends: bnexp.analysis.job_plots, named in configs)."""
 
 from __future__ import annotations
 
@@ -156,8 +157,6 @@ def execute(
             "Run diverged (loss not finite) at step %d; what was logged is kept.",
             outcome.diverged_at_step,
         )
-    if config.plots:
-        draw_plots(run_dir)
     summary = config_summary(flatten_config(to_container(config)))  # as the figures' captions
     log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, summary,
              outcome.wall_seconds, outcome.steps_per_second, run_dir)  # fmt: skip
@@ -209,16 +208,6 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
         return train(config, data, on_log, augment=augment, progress=progress)
     finally:
         bar.close()
-
-
-def draw_plots(run_dir: Path) -> None:
-    """The run's own figures; a plotting problem is reported, never fatal to a finished run."""
-    try:
-        from bnexp.analysis.run_plots import save_run_plots
-
-        save_run_plots(run_dir)
-    except Exception as error:  # noqa: BLE001 - the run's numbers are already safe on disk
-        log.warning("Could not draw the run's figures: %s: %s", type(error).__name__, error)
 
 
 def default_threads(parallel_jobs: int = 1) -> int:
