@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-GROUP_KEYS: tuple[str, ...] = ("data", "model", "norm", "optim")
+GROUP_KEYS: tuple[str, ...] = ("data", "model", "norm", "optim", "logger")
 
 SUMMARY_FIELDS: tuple[tuple[str, str], ...] = (
     ("data", "{}"),

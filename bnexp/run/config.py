@@ -121,12 +121,23 @@ class OptimConfig:
     weight_decay: float = 0.0
 
 
+class LoggerName(Enum):
+    none = "none"  # the CSVs only
+    tensorboard = "tensorboard"  # also TensorBoard events in <run dir>/tb/ (run/tensorboard.py)
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName = LoggerName.none
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     norm: NormConfig = field(default_factory=NormConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # where rows go besides the CSVs
     depth: int = 3  # hidden layers (MLP) or conv blocks (CNN)
     width: int = 100  # units (MLP) or channels of the first block (CNN)
     act: Act = Act.sigmoid
@@ -282,7 +293,7 @@ def config_hash(cfg: Any) -> str:
     """Identifies a run's configuration; keys that cannot change the numbers are left out
     (so that adding a key for one norm does not make every other finished run look new)."""
     plain = to_container(cfg)
-    for key in ("plots",):
+    for key in ("plots", "logger"):  # what is drawn or logged, not what is learnt
         plain.pop(key, None)
     norm = plain.get("norm", {})
     if norm.get("name") in NORMS:

@@ -17,7 +17,7 @@ from dataclasses import fields, is_dataclass
 from bnexp.errors import UserError
 from bnexp.run.config import Config, register_configs
 
-GROUPS = ("data", "model", "norm", "optim", "experiment")
+GROUPS = ("data", "model", "norm", "optim", "logger", "experiment")
 
 
 def group_choices(group: str) -> list[str]:

@@ -19,6 +19,7 @@ from bnexp.errors import UserError
 from bnexp.run.config import Config, config_hash, to_container, validate
 from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
 from bnexp.run.records import RunRecord, environment
+from bnexp.run.tensorboard import open_logger
 from bnexp.run.train import train
 from bnexp.rundir import HEARTBEAT_EVERY_S, RUNNING, now_iso, read_meta, run_status, this_host
 
@@ -182,6 +183,8 @@ def out_of_memory_message(cfg: DictConfig | Config, error: BaseException) -> str
 
 
 def run_training(config: Config, data, record: RunRecord, augment, show_progress: bool):
+    # logger=tensorboard: the same rows, and the captured pre-activations, as events in tb/.
+    sink = open_logger(config.logger.name.value, record.run_dir, config.depth)
     bar = tqdm(
         total=config.steps, desc="bnexp", unit="step", dynamic_ncols=True,
         disable=not (show_progress and sys.stderr.isatty()), leave=False,
@@ -192,6 +195,8 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
     def on_log(metrics_row: list, layer_rows: list[list]) -> None:
         record.metrics.write([metrics_row])
         record.layers.write(layer_rows)
+        if sink is not None:
+            sink.log(metrics_row, layer_rows)
         record.meta["steps_done"] = metrics_row[0]
         # The heartbeat that lets readers tell a live run from a killed one (rundir.py):
         # meta.json rewritten (~0.3 ms) at most every HEARTBEAT_EVERY_S seconds.
@@ -204,10 +209,15 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
         done["step"] = step
         bar.set_postfix(loss=f"{train_loss:.4f}", refresh=False)
 
+    histograms = sink.histograms if sink is not None else None
     try:
-        return train(config, data, on_log, augment=augment, progress=progress)
+        return train(
+            config, data, on_log, augment=augment, progress=progress, on_capture=histograms
+        )
     finally:
         bar.close()
+        if sink is not None:
+            sink.close()
 
 
 def default_threads(parallel_jobs: int = 1) -> int:

@@ -103,8 +103,13 @@ def train(
     on_log: LogSink,
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     progress: Callable[[int, float], None] | None = None,
+    on_capture: Callable[[int, list[Tensor]], None] | None = None,
 ) -> Outcome:
     """Trains the network `cfg` describes for cfg.steps optimiser steps.
+
+    on_capture(step, pre), if given, gets at every logged row the tensors its pre_* columns come
+    from (each hidden layer's nonlinearity input on batch `step`), read-only: e.g. for
+    TensorBoard's histograms (bnexp/run/tensorboard.py), with no extra forward pass.
 
     Row t (a logged step t = 0, log_every, ..., and t = cfg.steps) describes the network after
     t updates, i.e. trained on batches 0 .. t-1:
@@ -188,6 +193,8 @@ def train(
             [step, train_loss, train_acc, test_loss, test_acc, lr, round(elapsed(), 3)],
             [[step, layer, *values] for layer, values in enumerate(stats.tolist(), start=1)],
         )
+        if on_capture is not None:
+            on_capture(step, seen.pre)
         loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
         if progress is not None:
             progress(step, train_loss)
