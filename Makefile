@@ -52,8 +52,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --fig1
 
+# Lint and the formatter's check: a file ruff format would change fails, like a lint error.
 lint: $(STAMP)
 	$(BIN)/ruff check bnexp tests scripts
+	$(BIN)/ruff format --check bnexp tests scripts
 
 reproduce-list: $(STAMP)
 	$(BIN)/bnexp reproduce --list

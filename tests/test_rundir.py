@@ -85,9 +85,13 @@ def test_the_heartbeat_is_written_at_log_steps_at_most_every_few_seconds(tmp_pat
     beats = []
     monkeypatch.setattr(runner, "now_iso", lambda: beats.append(1) or f"beat-{len(beats)}")
     cfg = make_config(
-        depth=2, width=8, steps=20, log_every=2, probe_size=16,
+        depth=2,
+        width=8,
+        steps=20,
+        log_every=2,
+        probe_size=16,
         **{"data.source": "bundled", "data.download": False},
-    )  # fmt: skip
+    )
     monkeypatch.setattr(runner, "HEARTBEAT_EVERY_S", 3600.0)
     assert runner.execute(cfg, tmp_path / "slow", threads=1, show_progress=False) == "completed"
     assert len(beats) == 2  # the start and the end only: 11 log steps within the interval

@@ -792,11 +792,21 @@ def _breakdown_text(grid: pd.DataFrame, threshold: float, eps: float) -> str:
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
-        steps_to_reach_ratio, final_accuracy_difference, final_accuracy_mean, curve_above_fraction, drift_ratio,
-        gradient_ratio, final_layer_max, final_layer_max_ratio, fails_to_reach, error_ratio,
-        eval_accuracy_gap, eval_accuracy_range, max_relative_error,
+        steps_to_reach_ratio,
+        final_accuracy_difference,
+        final_accuracy_mean,
+        curve_above_fraction,
+        drift_ratio,
+        gradient_ratio,
+        final_layer_max,
+        final_layer_max_ratio,
+        fails_to_reach,
+        error_ratio,
+        eval_accuracy_gap,
+        eval_accuracy_range,
+        max_relative_error,
     )
-}  # fmt: skip
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -918,20 +928,33 @@ def evaluate(
 
     if unavailable:
         return ClaimResult(
-            **base, value=None, value_text="not measured", verdict=named(INCONCLUSIVE), reason=unavailable
-        )  # fmt: skip
+            **base,
+            value=None,
+            value_text="not measured",
+            verdict=named(INCONCLUSIVE),
+            reason=unavailable,
+        )
     measure = MEASURES[spec["measure"]]
     try:
         measurement = measure(tables, **dict(spec.get("args") or {}))
     except Missing as missing:
         return ClaimResult(
-            **base, value=None, value_text="not measured", verdict=named(INCONCLUSIVE), reason=str(missing)
-        )  # fmt: skip
+            **base,
+            value=None,
+            value_text="not measured",
+            verdict=named(INCONCLUSIVE),
+            reason=str(missing),
+        )
     verdict, reason = judge(spec["criterion"], measurement)
     return ClaimResult(
-        **base, value=measurement.value, value_text=measurement.text, verdict=named(verdict), reason=reason,
-        interval=measurement.interval, detail=measurement.detail,
-    )  # fmt: skip
+        **base,
+        value=measurement.value,
+        value_text=measurement.text,
+        verdict=named(verdict),
+        reason=reason,
+        interval=measurement.interval,
+        detail=measurement.detail,
+    )
 
 
 def results_frame(results: list[ClaimResult], finding: str | None = None) -> pd.DataFrame:
@@ -953,6 +976,6 @@ def results_frame(results: list[ClaimResult], finding: str | None = None) -> pd.
                 "value_text": r.value_text,
                 "verdict": r.verdict,
                 "reason": r.reason,
-            }  # fmt: skip
+            }
         )
     return pd.DataFrame(rows)

@@ -254,9 +254,14 @@ def gradient_flow(ctx: FigureContext) -> Figure:
         if isinstance(values, dict) and values:
             layers = sorted(values, key=int)
             ax.plot(
-                [int(k) for k in layers], [float(values[k]) for k in layers], linestyle=":", color=color,
-                marker="x", markersize=5, label=label,
-            )  # fmt: skip
+                [int(k) for k in layers],
+                [float(values[k]) for k in layers],
+                linestyle=":",
+                color=color,
+                marker="x",
+                markersize=5,
+                label=label,
+            )
     if ax.has_data():
         ax.set_yscale("log")
         ax.legend(loc="lower right", fontsize=5.5)
@@ -418,8 +423,16 @@ def placement(ctx: FigureContext) -> Figure:
     ax_a.set_ylabel("final test accuracy (%)")
     ax_a.set_title("(a) per seed (dots) and mean (bar)")
     ax_b.axhspan(-3, 3, color="grey", alpha=0.12)
-    ax_b.text(0.5, 0.5, "published gaps:\nup to +-3 points", transform=ax_b.get_xaxis_transform(),
-              ha="center", va="center", fontsize=6, color=style.MUTED)  # fmt: skip
+    ax_b.text(
+        0.5,
+        0.5,
+        "published gaps:\nup to +-3 points",
+        transform=ax_b.get_xaxis_transform(),
+        ha="center",
+        va="center",
+        fontsize=6,
+        color=style.MUTED,
+    )
     ax_b.axhline(0, color="black", linewidth=0.6)
     ax_b.set_xticks(range(len(acts)), acts)
     ax_b.set_xlim(-0.7, len(acts) - 0.3)
@@ -743,8 +756,16 @@ def scale_invariance(ctx: FigureContext) -> Figure:
                 ratio = torch_rows["a_sigma_min"] / torch_rows["a"]
                 a_star = math.sqrt(eps) / float(ratio.iloc[0])
                 ax.axvline(a_star, color=style.MUTED, linewidth=0.8, linestyle="-.")
-                ax.text(a_star * 1.15, 0.35, "a·σ_min = sqrt(eps)", transform=ax.get_xaxis_transform(),
-                        fontsize=5.5, color=style.MUTED, rotation=90, va="bottom")  # fmt: skip
+                ax.text(
+                    a_star * 1.15,
+                    0.35,
+                    "a·σ_min = sqrt(eps)",
+                    transform=ax.get_xaxis_transform(),
+                    fontsize=5.5,
+                    color=style.MUTED,
+                    rotation=90,
+                    va="bottom",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
     ax.set_xlabel("weight scale a (W -> aW)")

@@ -295,8 +295,12 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
         "",
         f"**Command:** `{command}`  ",
         f"**Scale:** `{options.scale}`"
-        + (": steps and seeds shrunken so the whole set runs in minutes on 2 CPU cores; `scale=paper` uses the "
-           "published settings" if options.scale == "quick" else ": the published settings")
+        + (
+            ": steps and seeds shrunken so the whole set runs in minutes on 2 CPU cores; `scale=paper` uses the "
+            "published settings"
+            if options.scale == "quick"
+            else ": the published settings"
+        )
         + "  ",
         f"**Data:** {' / '.join(sources) if sources else 'unknown'}  ",
         f"**Total time:** {seconds / 60:.1f} min"
@@ -307,7 +311,7 @@ def summary_report(results: list[FindingResult], options: Options, seconds: floa
         "",
         "| finding | claim | published | ours | verdict |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for result in results:
         for claim in result.claims:
             lines.append(

@@ -119,10 +119,18 @@ class Reproducer:
         if self.options.report_only:  # report the time the runs took when they were made
             elapsed += recorded
         result = FindingResult(
-            finding=finding, scale=scale, claims=claims, figures=figures, command=self.command_for(finding.name),
-            run_command=run_command, data_text=data_text(data_sources), runs_text=runs_text,
-            seconds=elapsed, notes=notes, out_dir=out_dir,
-        )  # fmt: skip
+            finding=finding,
+            scale=scale,
+            claims=claims,
+            figures=figures,
+            command=self.command_for(finding.name),
+            run_command=run_command,
+            data_text=data_text(data_sources),
+            runs_text=runs_text,
+            seconds=elapsed,
+            notes=notes,
+            out_dir=out_dir,
+        )
         (out_dir / "REPORT.md").write_text(finding_report(result, link_root=out_dir, heading="#"))
         print(
             f"[{finding.name}] {result.tally().text()} ({result.seconds:.0f} s) -> {out_dir / 'REPORT.md'}",
@@ -209,16 +217,29 @@ class Reproducer:
             tables_dir.mkdir(parents=True, exist_ok=True)
             for name, table in result.tables.items():
                 table.to_csv(tables_dir / f"{name}.csv", index=False)
-            meta = {"data": configs[0].data.name.value if configs else None,
-                    "data_source": result.data_source, "train_size": result.train_size, "test_size": result.test_size,
-                    "notes": result.notes, "tables": sorted(result.tables), "overrides": overrides,
-                    "seconds": round(time.time() - began, 1)}  # fmt: skip
+            meta = {
+                "data": configs[0].data.name.value if configs else None,
+                "data_source": result.data_source,
+                "train_size": result.train_size,
+                "test_size": result.test_size,
+                "notes": result.notes,
+                "tables": sorted(result.tables),
+                "overrides": overrides,
+                "seconds": round(time.time() - began, 1),
+            }
             meta_path.write_text(json.dumps(meta, indent=2) + "\n")
         extra = {name: pd.read_csv(tables_dir / f"{name}.csv") for name in meta.get("tables", [])}
         tables = Tables.empty()
         tables.extra = extra
-        sources = [{"data": meta.get("data"), "data_source": meta.get("data_source"), "train_size": meta.get("train_size"),
-                    "test_size": meta.get("test_size"), "data.source": None}]  # fmt: skip
+        sources = [
+            {
+                "data": meta.get("data"),
+                "data_source": meta.get("data_source"),
+                "train_size": meta.get("train_size"),
+                "test_size": meta.get("test_size"),
+                "data.source": None,
+            }
+        ]
         notes = list(meta.get("notes", []))
         return tables, sources, runs_text, notes, float(meta.get("seconds", 0.0))
 
@@ -291,8 +312,17 @@ def _runs_summary(tables: Tables, out: Path) -> pd.DataFrame:
     keys = [k for k in varying_keys(runs.drop(columns=["run_id"])) if k in runs] + (
         ["seed"] if "seed" in runs else []
     )
-    columns = [*dict.fromkeys(keys), "status", "final_test_acc", "best_test_acc", "steps_done", "diverged_at_step",
-               "steps_per_second", "data_source", "run_dir"]  # fmt: skip
+    columns = [
+        *dict.fromkeys(keys),
+        "status",
+        "final_test_acc",
+        "best_test_acc",
+        "steps_done",
+        "diverged_at_step",
+        "steps_per_second",
+        "data_source",
+        "run_dir",
+    ]
     summary = runs[[c for c in columns if c in runs]].copy()
     if "run_dir" in summary:  # relative to --out, so that the folder can be moved or committed
         summary["run_dir"] = [relative_to(Path(p), out) for p in summary["run_dir"]]

@@ -63,9 +63,14 @@ def run_sweep(
     experiment: str, overrides: list[str], sweep_dir: Path, jobs: int, label: str
 ) -> SweepRun:
     args = [
-        "run", "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-        f"hydra.sweep.dir={sweep_dir}", f"experiment={experiment}", *overrides,
-    ]  # fmt: skip
+        "run",
+        "-m",
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={jobs}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"experiment={experiment}",
+        *overrides,
+    ]
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log_path = sweep_dir / "sweep.log"
     print(f"[{label}] {display_command(args)}", flush=True)
@@ -100,8 +105,13 @@ def run_sweep(
             f"the sweep of experiment={experiment} started no job (exit status {code}). End of {log_path}:\n{tail}"
         )
     seconds = time.time() - start
-    manifest = {"experiment": experiment, "overrides": overrides, "command": display_command(args),
-                "jobs": [str(p) for p in found], "seconds": round(seconds, 1)}  # fmt: skip
+    manifest = {
+        "experiment": experiment,
+        "overrides": overrides,
+        "command": display_command(args),
+        "jobs": [str(p) for p in found],
+        "seconds": round(seconds, 1),
+    }
     (sweep_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return SweepRun(sweep_dir, found, args, seconds)
 

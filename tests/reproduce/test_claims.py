@@ -45,8 +45,14 @@ def make_tables(variants: dict[tuple, dict], extra_keys: tuple[str, ...] = ("nor
     for key, spec in variants.items():
         *values, seed = key
         run_id = "run-" + "-".join(map(str, key))
-        runs.append({"run_id": run_id, "status": spec.get("status", "completed"), "seed": seed,
-                     **dict(zip(extra_keys, values, strict=True))})  # fmt: skip
+        runs.append(
+            {
+                "run_id": run_id,
+                "status": spec.get("status", "completed"),
+                "seed": seed,
+                **dict(zip(extra_keys, values, strict=True)),
+            }
+        )
         for step, acc in zip(STEPS, spec.get("acc", []), strict=False):
             metrics.append({"run_id": run_id, "step": step, "test_acc": acc})
         for layer, columns in spec.get("layers", {}).items():
@@ -68,10 +74,13 @@ def fig1_like(
 
 
 FASTER = {
-    "id": "faster", "claim": "BN reaches plain's final accuracy in >= 3x fewer steps", "published": "14x",
-    "measure": "steps_to_reach_ratio", "args": {"fast": {"norm": "batch"}, "slow": {"norm": "none"}},
+    "id": "faster",
+    "claim": "BN reaches plain's final accuracy in >= 3x fewer steps",
+    "published": "14x",
+    "measure": "steps_to_reach_ratio",
+    "args": {"fast": {"norm": "batch"}, "slow": {"norm": "none"}},
     "criterion": {"op": ">=", "value": 3},
-}  # fmt: skip
+}
 
 
 def test_a_claim_that_holds_is_reproduced():
@@ -132,9 +141,12 @@ def test_no_claims_for_an_unavailable_model():
 
 def test_final_accuracy_difference_is_paired_by_seed_with_an_interval():
     spec = {
-        "id": "higher", "claim": "c", "measure": "final_accuracy_difference",
-        "args": {"a": {"norm": "batch"}, "b": {"norm": "none"}}, "criterion": {"op": ">=", "value": 0},
-    }  # fmt: skip
+        "id": "higher",
+        "claim": "c",
+        "measure": "final_accuracy_difference",
+        "args": {"a": {"norm": "batch"}, "b": {"norm": "none"}},
+        "criterion": {"op": ">=", "value": 0},
+    }
     result = evaluate(spec, fig1_like(30, 20, bn_top=0.98, plain_top=0.95))
     assert result.verdict == REPRODUCED
     assert result.value == pytest.approx(3.0, abs=0.2)  # points
@@ -172,10 +184,13 @@ def test_within_judges_the_interval_never_the_point_value():
 
 def test_a_single_seed_within_claim_is_inconclusive_end_to_end():
     spec = {
-        "id": "eq", "claim": "c", "published": "p", "measure": "final_accuracy_difference",
+        "id": "eq",
+        "claim": "c",
+        "published": "p",
+        "measure": "final_accuracy_difference",
         "args": {"a": {"norm": "batch"}, "b": {"norm": "none"}},
         "criterion": {"op": "within", "low": -50, "high": 50},
-    }  # fmt: skip
+    }
     tables = make_tables(
         {("batch", 0): {"acc": saturating(30, 0.95)}, ("none", 0): {"acc": saturating(30, 0.95)}}
     )
@@ -213,10 +228,20 @@ def test_gradient_ratio_spans_orders_of_magnitude_without_bn():
     tables = make_tables(
         {("none", 0): {"layers": layers_plain}, ("batch", 0): {"layers": layers_bn}}
     )
-    vanishes = {"id": "v", "claim": "c", "measure": "gradient_ratio", "criterion": {"op": ">=", "value": 100},
-                "args": {"where": {"norm": "none"}, "early_steps": 100, "mode": "top_over_bottom"}}  # fmt: skip
-    flat = {"id": "f", "claim": "c", "measure": "gradient_ratio", "criterion": {"op": "<=", "value": 5},
-            "args": {"where": {"norm": "batch"}, "early_steps": 100, "mode": "max_over_min"}}  # fmt: skip
+    vanishes = {
+        "id": "v",
+        "claim": "c",
+        "measure": "gradient_ratio",
+        "criterion": {"op": ">=", "value": 100},
+        "args": {"where": {"norm": "none"}, "early_steps": 100, "mode": "top_over_bottom"},
+    }
+    flat = {
+        "id": "f",
+        "claim": "c",
+        "measure": "gradient_ratio",
+        "criterion": {"op": "<=", "value": 5},
+        "args": {"where": {"norm": "batch"}, "early_steps": 100, "mode": "max_over_min"},
+    }
     assert evaluate(vanishes, tables).value == pytest.approx(0.2**-9)
     assert evaluate(vanishes, tables).verdict == REPRODUCED
     assert evaluate(flat, tables).value == pytest.approx(0.3 / 0.12)
@@ -233,8 +258,13 @@ def test_drift_ratio_compares_the_range_over_training():
     }
     steady = {3: {"unit_p15": -1.0, "unit_p50": lambda s: 0.1 * (s % 200 == 0), "unit_p85": 1.0}}
     tables = make_tables({("none", 0): {"layers": moving}, ("batch", 0): {"layers": steady}})
-    spec = {"id": "d", "claim": "c", "measure": "drift_ratio", "criterion": {"op": ">=", "value": 2},
-            "args": {"high": {"norm": "none"}, "low": {"norm": "batch"}, "quantity": "median"}}  # fmt: skip
+    spec = {
+        "id": "d",
+        "claim": "c",
+        "measure": "drift_ratio",
+        "criterion": {"op": ">=", "value": 2},
+        "args": {"high": {"norm": "none"}, "low": {"norm": "batch"}, "quantity": "median"},
+    }
     result = evaluate(spec, tables)
     assert result.value == pytest.approx(2.0 / 0.1)
     spread = evaluate({**spec, "args": {**spec["args"], "quantity": "spread"}}, tables)
@@ -249,9 +279,16 @@ def test_fails_to_reach_counts_divergence_and_shortfall():
         ("none", 3.0, 0): {"acc": saturating(2, 0.80)},
     }
     tables = make_tables(variants, extra_keys=("norm", "optim.lr"))
-    spec = {"id": "p", "claim": "c", "measure": "fails_to_reach", "criterion": {"op": "==", "value": 2},
-            "args": {"variants": [{"norm": "none", "optim.lr": 0.5}, {"norm": "none", "optim.lr": 3.0}],
-                     "reference": {"norm": "none", "optim.lr": 0.1}}}  # fmt: skip
+    spec = {
+        "id": "p",
+        "claim": "c",
+        "measure": "fails_to_reach",
+        "criterion": {"op": "==", "value": 2},
+        "args": {
+            "variants": [{"norm": "none", "optim.lr": 0.5}, {"norm": "none", "optim.lr": 3.0}],
+            "reference": {"norm": "none", "optim.lr": 0.1},
+        },
+    }
     result = evaluate(spec, tables)
     assert result.value == 2
     assert result.verdict == REPRODUCED
@@ -265,8 +302,13 @@ def test_error_ratio_and_selection_by_numeric_keys():
     }
     tables = make_tables(variants, extra_keys=("norm", "batch_size"))
     assert len(select(tables.runs, {"batch_size": "32"})) == 1
-    spec = {"id": "e", "claim": "c", "measure": "error_ratio", "criterion": {"op": ">=", "value": 1.2},
-            "args": {"a": {"norm": "batch", "batch_size": 2}, "b": {"norm": "batch", "batch_size": 32}}}  # fmt: skip
+    spec = {
+        "id": "e",
+        "claim": "c",
+        "measure": "error_ratio",
+        "criterion": {"op": ">=", "value": 1.2},
+        "args": {"a": {"norm": "batch", "batch_size": 2}, "b": {"norm": "batch", "batch_size": 32}},
+    }
     result = evaluate(spec, tables)
     assert result.value == pytest.approx(0.10 / 0.05)
     assert result.verdict == REPRODUCED
@@ -283,15 +325,25 @@ def eval_table(accuracies: dict[tuple[int, int, str], float]) -> Tables:
     return tables
 
 
-GAP = {"id": "g", "claim": "c", "measure": "eval_accuracy_gap", "args": {"eval_batch_size": 2},
-       "criterion": {"op": ">=", "value": 10}}  # fmt: skip
+GAP = {
+    "id": "g",
+    "claim": "c",
+    "measure": "eval_accuracy_gap",
+    "args": {"eval_batch_size": 2},
+    "criterion": {"op": ">=", "value": 10},
+}
 LARGE = {
     **GAP,
     "args": {"eval_batch_size": "max"},
     "criterion": {"op": "within", "low": -1, "high": 1},
 }
-STABLE = {"id": "s", "claim": "c", "measure": "eval_accuracy_range", "args": {"mode": "running"},
-          "criterion": {"op": "<=", "value": 0.2}}  # fmt: skip
+STABLE = {
+    "id": "s",
+    "claim": "c",
+    "measure": "eval_accuracy_range",
+    "args": {"mode": "running"},
+    "criterion": {"op": "<=", "value": 0.2},
+}
 
 
 def test_eval_accuracy_gap_is_paired_by_seed_with_an_interval():
@@ -312,8 +364,14 @@ def test_eval_accuracy_gap_is_paired_by_seed_with_an_interval():
     assert small.value == pytest.approx(30.0)
     assert small.verdict == REPRODUCED
     # two seeds far apart: the interval is wider than the bound -> inconclusive, not reproduced
-    spread = eval_table({(0, 1000, "running"): 0.9, (0, 1000, "batch"): 0.89,
-                         (1, 1000, "running"): 0.9, (1, 1000, "batch"): 0.905})  # fmt: skip
+    spread = eval_table(
+        {
+            (0, 1000, "running"): 0.9,
+            (0, 1000, "batch"): 0.89,
+            (1, 1000, "running"): 0.9,
+            (1, 1000, "batch"): 0.905,
+        }
+    )
     result = evaluate(LARGE, spread)
     assert result.value == pytest.approx(0.25)
     assert result.verdict == INCONCLUSIVE
@@ -324,11 +382,15 @@ def test_eval_accuracy_range_is_max_minus_min_of_the_seed_means():
     # seed means by size: 1: (0.900 + 0.910) / 2 = 0.905; 8: (0.899 + 0.905) / 2 = 0.902;
     # 1000: (0.902 + 0.912) / 2 = 0.907 -> range 0.907 - 0.902 = 0.5 points (> 0.2).
     acc = {
-        (0, 1, "running"): 0.900, (1, 1, "running"): 0.910,
-        (0, 8, "running"): 0.899, (1, 8, "running"): 0.905,
-        (0, 1000, "running"): 0.902, (1, 1000, "running"): 0.912,
-        (0, 1, "batch"): 0.1, (1, 1, "batch"): 0.1,  # batch statistics: not part of the range
-    }  # fmt: skip
+        (0, 1, "running"): 0.900,
+        (1, 1, "running"): 0.910,
+        (0, 8, "running"): 0.899,
+        (1, 8, "running"): 0.905,
+        (0, 1000, "running"): 0.902,
+        (1, 1000, "running"): 0.912,
+        (0, 1, "batch"): 0.1,
+        (1, 1, "batch"): 0.1,  # batch statistics: not part of the range
+    }
     result = evaluate(STABLE, eval_table(acc))
     assert result.value == pytest.approx(0.5)
     assert result.verdict == NOT_REPRODUCED
@@ -341,22 +403,55 @@ def scale_table(formula_error: float, torch_errors: dict[float, float]) -> Table
     rows = []
     for a in (1e-4, 0.01, 0.1, 1.0, 10.0, 100.0):
         for check in ("forward", "input_jacobian", "weight_gradient"):
-            rows.append({"check": check, "layer": "formula", "a": a, "eps": 0.0,
-                         "rel_error": 0.0 if a == 1 else formula_error, "a_sigma_min": a * 0.03})  # fmt: skip
+            rows.append(
+                {
+                    "check": check,
+                    "layer": "formula",
+                    "a": a,
+                    "eps": 0.0,
+                    "rel_error": 0.0 if a == 1 else formula_error,
+                    "a_sigma_min": a * 0.03,
+                }
+            )
             error = torch_errors[a] * (0.5 if check == "weight_gradient" else 1.0)
-            rows.append({"check": check, "layer": "torch", "a": a, "eps": 1e-5, "rel_error": error,
-                         "a_sigma_min": a * 0.03})  # fmt: skip
+            rows.append(
+                {
+                    "check": check,
+                    "layer": "torch",
+                    "a": a,
+                    "eps": 1e-5,
+                    "rel_error": error,
+                    "a_sigma_min": a * 0.03,
+                }
+            )
     tables = Tables.empty()
     tables.extra = {"scale_invariance": pd.DataFrame(rows)}
     return tables
 
 
 TORCH_ERRORS = {1e-4: 0.99, 0.01: 0.5, 0.1: 0.02, 1.0: 0.0, 10.0: 0.004, 100.0: 0.005}
-REAL = {"id": "r", "claim": "c", "measure": "max_relative_error", "criterion": {"op": "<=", "value": 1e-2},
-        "args": {"check": ["forward", "input_jacobian", "weight_gradient"], "layer": "torch", "eps": 1e-5,
-                 "a_min": 1, "a_max": 100, "breaks_above": 1e-2}}  # fmt: skip
-IDENTITY = {"id": "i", "kind": "identity", "claim": "c", "measure": "max_relative_error",
-            "args": {"check": "forward", "eps": 0.0}, "criterion": {"op": "<=", "value": 1e-9}}  # fmt: skip
+REAL = {
+    "id": "r",
+    "claim": "c",
+    "measure": "max_relative_error",
+    "criterion": {"op": "<=", "value": 1e-2},
+    "args": {
+        "check": ["forward", "input_jacobian", "weight_gradient"],
+        "layer": "torch",
+        "eps": 1e-5,
+        "a_min": 1,
+        "a_max": 100,
+        "breaks_above": 1e-2,
+    },
+}
+IDENTITY = {
+    "id": "i",
+    "kind": "identity",
+    "claim": "c",
+    "measure": "max_relative_error",
+    "args": {"check": "forward", "eps": 0.0},
+    "criterion": {"op": "<=", "value": 1e-9},
+}
 
 
 def test_max_relative_error_on_torchs_layer_over_a_range_of_scales():
@@ -435,14 +530,31 @@ def test_final_layer_max_reads_the_last_step_and_averages_seeds():
     # act_sat_frac during training 0.5 everywhere (must be ignored); at the last step
     # seed 0: layers 1, 2, 3 = 0.010, 0.030, 0.020; seed 1: 0.012, 0.010, 0.040
     # seed means: 0.011, 0.020, 0.030 -> max 0.030 at layer 3.
-    variants = {(False, 0): {1: {"act_sat_frac": 0.5}, 2: {"act_sat_frac": 0.5}, 3: {"act_sat_frac": 0.5}},
-                (False, 1): {1: {"act_sat_frac": 0.5}, 2: {"act_sat_frac": 0.5}, 3: {"act_sat_frac": 0.5}}}  # fmt: skip
-    last = {(False, 0): {1: {"act_sat_frac": 0.010}, 2: {"act_sat_frac": 0.030}, 3: {"act_sat_frac": 0.020}},
-            (False, 1): {1: {"act_sat_frac": 0.012}, 2: {"act_sat_frac": 0.010}, 3: {"act_sat_frac": 0.040}}}  # fmt: skip
+    variants = {
+        (False, 0): {1: {"act_sat_frac": 0.5}, 2: {"act_sat_frac": 0.5}, 3: {"act_sat_frac": 0.5}},
+        (False, 1): {1: {"act_sat_frac": 0.5}, 2: {"act_sat_frac": 0.5}, 3: {"act_sat_frac": 0.5}},
+    }
+    last = {
+        (False, 0): {
+            1: {"act_sat_frac": 0.010},
+            2: {"act_sat_frac": 0.030},
+            3: {"act_sat_frac": 0.020},
+        },
+        (False, 1): {
+            1: {"act_sat_frac": 0.012},
+            2: {"act_sat_frac": 0.010},
+            3: {"act_sat_frac": 0.040},
+        },
+    }
     tables = layer_tables(variants, last)
     tables.runs = tables.runs.rename(columns={"norm": "affine"})
-    spec = {"id": "m", "claim": "c", "measure": "final_layer_max", "criterion": {"op": "<=", "value": 0.01},
-            "args": {"where": {"affine": False}, "column": "act_sat_frac"}}  # fmt: skip
+    spec = {
+        "id": "m",
+        "claim": "c",
+        "measure": "final_layer_max",
+        "criterion": {"op": "<=", "value": 0.01},
+        "args": {"where": {"affine": False}, "column": "act_sat_frac"},
+    }
     result = evaluate(spec, tables)
     assert result.value == pytest.approx(0.030)
     assert "layer 3" in result.value_text
@@ -454,12 +566,21 @@ def test_final_layer_max_reads_the_last_step_and_averages_seeds():
 
 def test_final_layer_max_ratio_divides_the_largest_layers():
     # a: last-step layers 0.010, 0.040 -> max 0.040; b: 0.020, 0.016 -> max 0.020; ratio 2.0
-    variants = {("on", 0): {1: {"act_sat_frac": 0.9}, 2: {"act_sat_frac": 0.9}},
-                ("off", 0): {1: {"act_sat_frac": 0.9}, 2: {"act_sat_frac": 0.9}}}  # fmt: skip
-    last = {("on", 0): {1: {"act_sat_frac": 0.010}, 2: {"act_sat_frac": 0.040}},
-            ("off", 0): {1: {"act_sat_frac": 0.020}, 2: {"act_sat_frac": 0.016}}}  # fmt: skip
-    spec = {"id": "r", "claim": "c", "measure": "final_layer_max_ratio", "criterion": {"op": ">=", "value": 2},
-            "args": {"a": {"norm": "on"}, "b": {"norm": "off"}, "column": "act_sat_frac"}}  # fmt: skip
+    variants = {
+        ("on", 0): {1: {"act_sat_frac": 0.9}, 2: {"act_sat_frac": 0.9}},
+        ("off", 0): {1: {"act_sat_frac": 0.9}, 2: {"act_sat_frac": 0.9}},
+    }
+    last = {
+        ("on", 0): {1: {"act_sat_frac": 0.010}, 2: {"act_sat_frac": 0.040}},
+        ("off", 0): {1: {"act_sat_frac": 0.020}, 2: {"act_sat_frac": 0.016}},
+    }
+    spec = {
+        "id": "r",
+        "claim": "c",
+        "measure": "final_layer_max_ratio",
+        "criterion": {"op": ">=", "value": 2},
+        "args": {"a": {"norm": "on"}, "b": {"norm": "off"}, "column": "act_sat_frac"},
+    }
     result = evaluate(spec, layer_tables(variants, last))
     assert result.value == pytest.approx(2.0)
     assert result.verdict == REPRODUCED
@@ -482,8 +603,13 @@ def test_curve_above_fraction_counts_evaluations_after_step_zero():
         ("batch", 1): {"acc": [u - 0.05 for u in upper]},
         ("none", 0): {"acc": lower},
     }
-    spec = {"id": "a", "claim": "c", "measure": "curve_above_fraction", "criterion": {"op": ">=", "value": 0.9},
-            "args": {"upper": {"norm": "batch"}, "lower": {"norm": "none"}}}  # fmt: skip
+    spec = {
+        "id": "a",
+        "claim": "c",
+        "measure": "curve_above_fraction",
+        "criterion": {"op": ">=", "value": 0.9},
+        "args": {"upper": {"norm": "batch"}, "lower": {"norm": "none"}},
+    }
     result = evaluate(spec, make_tables(variants))
     assert result.value == pytest.approx(0.8)
     assert "at 8 of 10 evaluations" in result.value_text
@@ -495,8 +621,17 @@ def test_curve_above_fraction_counts_evaluations_after_step_zero():
 
 def test_every_shipped_claim_names_a_measure_with_matching_arguments():
     findings = load_findings()
-    assert {"fig1", "fig1-dist", "gradient-flow", "affine", "placement", "learning-rate", "batch-size",
-            "running-stats", "scale-invariance"} <= set(findings)  # fmt: skip
+    assert {
+        "fig1",
+        "fig1-dist",
+        "gradient-flow",
+        "affine",
+        "placement",
+        "learning-rate",
+        "batch-size",
+        "running-stats",
+        "scale-invariance",
+    } <= set(findings)
     for finding in findings.values():
         assert finding.claims, finding.name
         for claim in finding.claims:

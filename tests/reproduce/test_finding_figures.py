@@ -65,9 +65,16 @@ def synthetic_tables(
         run_id = f"run{index}"
         is_diverged = any(all(config.get(k) == v for k, v in d.items()) for d in diverged or [])
         steps = [s for s in STEPS if s <= 300] if is_diverged else STEPS
-        runs.append({"run_id": run_id, "status": "diverged" if is_diverged else "completed", "seed": seed,
-                     "diverged_at_step": 300 if is_diverged else np.nan, "data_source": "bundled-mnist5k",
-                     **config})  # fmt: skip
+        runs.append(
+            {
+                "run_id": run_id,
+                "status": "diverged" if is_diverged else "completed",
+                "seed": seed,
+                "diverged_at_step": 300 if is_diverged else np.nan,
+                "data_source": "bundled-mnist5k",
+                **config,
+            }
+        )
         top = 0.9 + 0.02 * rng.random()
         for step in steps:
             acc = 0.1 + (top - 0.1) * (1 - np.exp(-step / 200))
@@ -78,20 +85,32 @@ def synthetic_tables(
                     "test_acc": acc,
                     "train_acc": acc,
                     "train_loss": 2.3 * (1 - acc),
-                }  # fmt: skip
+                }
             )
             for layer in range(1, depth + 1):
                 spread = 1 + step / 1000
                 row = {c: 0.5 for c in rundir.LAYERS_COLUMNS}
-                row.update({
-                    "run_id": run_id, "step": step, "layer": layer,
-                    "grad_w_mean_abs": 1e-3 * 2.0**layer, "grad_w_norm": 0.1 * 2.0**layer,
-                    "grad_act_mean_abs": 1e-4 * 2.0**layer,
-                    "pre_p15": -spread, "pre_p50": 0.1, "pre_p85": spread,
-                    "unit_p15": -spread, "unit_p50": 0.1 * layer, "unit_p85": spread,
-                    "act_min": 0.02, "act_max": 0.98, "act_sat_frac": 0.01 * layer,
-                    "gamma_mean": 1 + step / 5000, "beta_mean": step / 10000,
-                })  # fmt: skip
+                row.update(
+                    {
+                        "run_id": run_id,
+                        "step": step,
+                        "layer": layer,
+                        "grad_w_mean_abs": 1e-3 * 2.0**layer,
+                        "grad_w_norm": 0.1 * 2.0**layer,
+                        "grad_act_mean_abs": 1e-4 * 2.0**layer,
+                        "pre_p15": -spread,
+                        "pre_p50": 0.1,
+                        "pre_p85": spread,
+                        "unit_p15": -spread,
+                        "unit_p50": 0.1 * layer,
+                        "unit_p85": spread,
+                        "act_min": 0.02,
+                        "act_max": 0.98,
+                        "act_sat_frac": 0.01 * layer,
+                        "gamma_mean": 1 + step / 5000,
+                        "beta_mean": step / 10000,
+                    }
+                )
                 layers.append(row)
     return Tables(pd.DataFrame(runs), pd.DataFrame(metrics), pd.DataFrame(layers))
 
@@ -109,15 +128,38 @@ def extra_tables() -> dict[str, pd.DataFrame]:
                     "images": 1000,
                 }
             )
-            rows.append({"seed": seed, "eval_batch_size": size, "mode": "batch",
-                         "accuracy": 0.1 if size == 1 else 0.9 - 0.4 / size, "images": 1000})  # fmt: skip
+            rows.append(
+                {
+                    "seed": seed,
+                    "eval_batch_size": size,
+                    "mode": "batch",
+                    "accuracy": 0.1 if size == 1 else 0.9 - 0.4 / size,
+                    "images": 1000,
+                }
+            )
     scale = []
     for a in (1e-4, 1e-2, 1.0, 10.0, 100.0):
         for check in ("forward", "input_jacobian", "weight_gradient"):
-            scale.append({"check": check, "layer": "formula", "a": a, "eps": 0.0,
-                          "rel_error": 0.0 if a == 1 else 1e-15, "a_sigma_min": 0.05 * a})  # fmt: skip
-            scale.append({"check": check, "layer": "torch", "a": a, "eps": 1e-5,
-                          "rel_error": 0.0 if a == 1 else min(1.0, 1e-5 / (0.05 * a) ** 2), "a_sigma_min": 0.05 * a})  # fmt: skip
+            scale.append(
+                {
+                    "check": check,
+                    "layer": "formula",
+                    "a": a,
+                    "eps": 0.0,
+                    "rel_error": 0.0 if a == 1 else 1e-15,
+                    "a_sigma_min": 0.05 * a,
+                }
+            )
+            scale.append(
+                {
+                    "check": check,
+                    "layer": "torch",
+                    "a": a,
+                    "eps": 1e-5,
+                    "rel_error": 0.0 if a == 1 else min(1.0, 1e-5 / (0.05 * a) ** 2),
+                    "a_sigma_min": 0.05 * a,
+                }
+            )
     return {"eval_batch_size": pd.DataFrame(rows), "scale_invariance": pd.DataFrame(scale)}
 
 

@@ -27,9 +27,16 @@ def result_of(finding) -> FindingResult:
     """A report of `finding` with no runs: every claim inconclusive, which is all the history needs."""
     claims = [evaluate(spec, Tables.empty()) for spec in finding.claims]
     return FindingResult(
-        finding=finding, scale="quick", claims=claims, figures=[], command="bnexp reproduce x",
-        run_command=None, data_text="", runs_text="none", seconds=0.0,
-    )  # fmt: skip
+        finding=finding,
+        scale="quick",
+        claims=claims,
+        figures=[],
+        command="bnexp reproduce x",
+        run_command=None,
+        data_text="",
+        runs_text="none",
+        seconds=0.0,
+    )
 
 
 def test_every_report_prints_the_findings_history_and_when_its_claims_were_declared():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 import subprocess
@@ -17,12 +18,14 @@ from bnexp import rundir
 from bnexp.errors import UserError
 from bnexp.reproduce.cli import parse_args, print_list
 from bnexp.reproduce.findings import SCALES, load_findings
+from bnexp.reproduce.options import Options
 from bnexp.reproduce.overrides import (
     BASE_OVERRIDES,
     compose_config,
     expand_overrides,
     merge_overrides,
 )
+from bnexp.reproduce.reproducer import Reproducer
 from bnexp.reproduce.sweeps import sweep_key
 from bnexp.run.config import Config, validate
 
@@ -94,8 +97,10 @@ def test_paper_scale_is_the_published_figure1_setup():
 
 def test_overrides_merge_and_expand():
     assert merge_overrides(["plots=false", "steps=10"], ["steps=20", "+experiment/x=a"]) == [
-        "plots=false", "steps=20", "+experiment/x=a",
-    ]  # fmt: skip
+        "plots=false",
+        "steps=20",
+        "+experiment/x=a",
+    ]
     assert expand_overrides(["seed=0,1", "steps=5"]) == [
         ["seed=0", "steps=5"],
         ["seed=1", "steps=5"],
@@ -147,8 +152,10 @@ def test_bad_override_is_one_clear_error():
 def bnexp(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from bnexp.cli import entry; entry()", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def is_png(path: Path) -> bool:
@@ -235,10 +242,19 @@ def write_job(
     (job / ".hydra" / "config.yaml").write_text(
         RUN_CONFIG.format(norm=norm, depth=depth, act=act, placement=placement, seed=seed)
     )
-    (job / "meta.json").write_text(json.dumps(
-        {"status": "completed", "steps_done": 100, "data_source": "bundled-mnist5k",
-         "train_size": 4000, "test_size": 1000, "wall_seconds": 1.0, "steps_per_second": 100.0}
-    ))  # fmt: skip
+    (job / "meta.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "steps_done": 100,
+                "data_source": "bundled-mnist5k",
+                "train_size": 4000,
+                "test_size": 1000,
+                "wall_seconds": 1.0,
+                "steps_per_second": 100.0,
+            }
+        )
+    )
     steps = list(range(0, 101, 10))
     accuracy = [0.1 + (final_acc - 0.1) * min(1.0, s / 50) for s in steps]
     metrics = pd.DataFrame({c: [float("nan")] * len(steps) for c in rundir.METRICS_COLUMNS})
@@ -260,8 +276,13 @@ def write_job(
 def write_sweep(out: Path, experiment: str, jobs: list[dict]) -> None:
     sweep_dir = out / "runs" / experiment / "quick"
     paths = [str(write_job(sweep_dir / str(i), **job)) for i, job in enumerate(jobs)]
-    manifest = {"experiment": experiment, "overrides": [], "command": f"bnexp run -m experiment={experiment}",
-                "jobs": paths, "seconds": 1.0}  # fmt: skip
+    manifest = {
+        "experiment": experiment,
+        "overrides": [],
+        "command": f"bnexp run -m experiment={experiment}",
+        "jobs": paths,
+        "seconds": 1.0,
+    }
     (sweep_dir / "reproduce_jobs.json").write_text(json.dumps(manifest))
 
 
@@ -270,8 +291,15 @@ def write_tables(out: Path, finding: str, tables: dict[str, pd.DataFrame]) -> No
     folder.mkdir(parents=True)
     for name, table in tables.items():
         table.to_csv(folder / f"{name}.csv", index=False)
-    meta = {"data_source": "bundled-mnist5k", "train_size": 4000, "test_size": 1000, "notes": [],
-            "tables": sorted(tables), "overrides": [], "seconds": 1.0}  # fmt: skip
+    meta = {
+        "data_source": "bundled-mnist5k",
+        "train_size": 4000,
+        "test_size": 1000,
+        "notes": [],
+        "tables": sorted(tables),
+        "overrides": [],
+        "seconds": 1.0,
+    }
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
@@ -293,20 +321,50 @@ def test_report_only_on_a_constructed_case_gives_the_known_verdicts(tmp_path):
     # gradient-flow: ||dL/dW|| falls 10x per layer without BN (layer 10 / layer 1 = 1e9) and
     # spans 1.0 ... 2.0 with BN (max/min 2): both current claims reproduced. The retired
     # claims read mean |dL/dW|, flat in both (ratio 1: the retired `vanishes` fails).
-    write_sweep(out, "gradient-flow", [
-        {"norm": "none", "final_acc": 0.5,
-         "layers": {"grad_w_norm": [10.0 ** (k - 10) for k in range(1, 11)], "grad_w_mean_abs": [1e-3] * 10}},
-        {"norm": "batch", "final_acc": 0.9,
-         "layers": {"grad_w_norm": [1.0 + k / 9 for k in range(10)], "grad_w_mean_abs": [1e-3] * 10}},
-    ])  # fmt: skip
+    write_sweep(
+        out,
+        "gradient-flow",
+        [
+            {
+                "norm": "none",
+                "final_acc": 0.5,
+                "layers": {
+                    "grad_w_norm": [10.0 ** (k - 10) for k in range(1, 11)],
+                    "grad_w_mean_abs": [1e-3] * 10,
+                },
+            },
+            {
+                "norm": "batch",
+                "final_acc": 0.9,
+                "layers": {
+                    "grad_w_norm": [1.0 + k / 9 for k in range(10)],
+                    "grad_w_mean_abs": [1e-3] * 10,
+                },
+            },
+        ],
+    )
     # running-stats: batch statistics at size 2 lose 40 points (>= 10: reproduced); running
     # statistics are the same at every size (identity holds); at size 1000 running - batch =
     # +0.1, +0.2, +0.3 points over 3 seeds: [-0.05, 0.45] inside [-1, 1] (reproduced).
     rows = []
     for seed, gap in enumerate((0.001, 0.002, 0.003)):
         for size, batch_acc in ((2, 0.5), (100, 0.85), (1000, 0.9 - gap)):
-            rows += [{"seed": seed, "eval_batch_size": size, "mode": "running", "accuracy": 0.9, "images": 1000},
-                     {"seed": seed, "eval_batch_size": size, "mode": "batch", "accuracy": batch_acc, "images": 1000}]  # fmt: skip
+            rows += [
+                {
+                    "seed": seed,
+                    "eval_batch_size": size,
+                    "mode": "running",
+                    "accuracy": 0.9,
+                    "images": 1000,
+                },
+                {
+                    "seed": seed,
+                    "eval_batch_size": size,
+                    "mode": "batch",
+                    "accuracy": batch_acc,
+                    "images": 1000,
+                },
+            ]
     write_tables(out, "running-stats", {"eval_batch_size": pd.DataFrame(rows)})
     # scale-invariance: torch's layer within 5e-3 for a in [1, 100] (reproduced); the formula's
     # forward and input Jacobian at 1e-15 (identities hold), its weight gradient at 1e-6 (fails).
@@ -315,8 +373,24 @@ def test_report_only_on_a_constructed_case_gives_the_known_verdicts(tmp_path):
         for check in ("forward", "input_jacobian", "weight_gradient"):
             formula = 0.0 if a == 1 else (1e-6 if check == "weight_gradient" else 1e-15)
             torch_error = {1e-4: 0.99, 0.01: 0.4, 1.0: 0.0, 10.0: 0.004, 100.0: 0.005}[a]
-            rows += [{"check": check, "layer": "formula", "a": a, "eps": 0.0, "rel_error": formula, "a_sigma_min": a * 0.05},
-                     {"check": check, "layer": "torch", "a": a, "eps": 1e-5, "rel_error": torch_error, "a_sigma_min": a * 0.05}]  # fmt: skip
+            rows += [
+                {
+                    "check": check,
+                    "layer": "formula",
+                    "a": a,
+                    "eps": 0.0,
+                    "rel_error": formula,
+                    "a_sigma_min": a * 0.05,
+                },
+                {
+                    "check": check,
+                    "layer": "torch",
+                    "a": a,
+                    "eps": 1e-5,
+                    "rel_error": torch_error,
+                    "a_sigma_min": a * 0.05,
+                },
+            ]
     write_tables(out, "scale-invariance", {"scale_invariance": pd.DataFrame(rows)})
 
     names = ["placement", "gradient-flow", "running-stats", "scale-invariance"]
@@ -378,8 +452,21 @@ def test_report_only_on_a_constructed_case_gives_the_known_verdicts(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_fig1_and_noisy_bn_end_to_end_and_rerun_skips(tmp_path):
-    args = ["reproduce", "fig1", "fig1-dist", "noisy-bn", "--out", str(tmp_path), "--jobs", "2",
-            "steps=40", "log_every=10", "eval_every=10", "seed=0", "data.source=bundled"]  # fmt: skip
+    args = [
+        "reproduce",
+        "fig1",
+        "fig1-dist",
+        "noisy-bn",
+        "--out",
+        str(tmp_path),
+        "--jobs",
+        "2",
+        "steps=40",
+        "log_every=10",
+        "eval_every=10",
+        "seed=0",
+        "data.source=bundled",
+    ]
     first = bnexp(*args)
     assert first.returncode == 0, first.stdout + first.stderr
     for name, figure in (("fig1", "fig1"), ("fig1-dist", "fig1_dist"), ("noisy-bn", "noisy_bn")):
@@ -402,3 +489,14 @@ def test_tiny_fig1_and_noisy_bn_end_to_end_and_rerun_skips(tmp_path):
     # noisy-bn: BN, noisy BN, no BN and no BN + noise (norm=noise_only), one seed each.
     assert len(list((tmp_path / "runs" / "noisy-bn").glob("*/*/meta.json"))) == 4
     assert second.stdout.count("skipped (already completed)") == 2 + 4
+
+
+def test_every_shipped_finding_has_the_modules_it_requires(tmp_path):
+    """`requires: [cnn]` names bnexp.run modules; a name that no longer resolves (as bnexp.cnn
+    did once the run package existed) would make the finding silently inconclusive."""
+    reproducer = Reproducer(Options(names=[], out=tmp_path, out_text="out"), FINDINGS)
+    assert any(f.requires for f in FINDINGS.values())
+    for finding in FINDINGS.values():
+        assert reproducer.unavailable(finding) is None, finding.name
+    missing = dataclasses.replace(FINDINGS["batch-size"], requires=["no_such_module"])
+    assert "NO_SUCH_MODULE not available" in reproducer.unavailable(missing)

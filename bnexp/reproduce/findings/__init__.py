@@ -213,7 +213,16 @@ def load_findings(directory: Path | None = None) -> dict[str, Finding]:
 ORDER = {
     name: i
     for i, name in enumerate(
-        ["fig1", "fig1-dist", "gradient-flow", "affine", "placement", "learning-rate", "batch-size",
-         "running-stats", "scale-invariance"]
+        [
+            "fig1",
+            "fig1-dist",
+            "gradient-flow",
+            "affine",
+            "placement",
+            "learning-rate",
+            "batch-size",
+            "running-stats",
+            "scale-invariance",
+        ]
     )
-}  # fmt: skip
+}
