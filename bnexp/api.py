@@ -25,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from bnexp.errors import UserError
 from bnexp.rundir import Run, find_runs, load_run
+
+if TYPE_CHECKING:
+    from bnexp.reproduce.claims import Tables
 
 __all__ = ["Run", "RunTables", "UserError", "load_run", "load_runs", "run", "steps_to_reach"]
 
@@ -61,17 +64,18 @@ class RunTables:
     keys: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def claims_tables(self) -> Any:
+    def claims_tables(self) -> Tables:
         """These tables as the claim measures of `bnexp reproduce` read them (a
         `Tables` with `run_id` = `run_dir`), e.g.
 
-            from bnexp.claims import steps_to_reach_ratio
+            from bnexp.reproduce.claims import steps_to_reach_ratio
             steps_to_reach_ratio(t.claims_tables(), fast={"norm": "batch"}, slow={"norm": "none"})
         """
-        tables_type = _claims_module().Tables
+        from bnexp.reproduce.claims import Tables
+
         frames = [frame.assign(run_id=frame["run_dir"].astype(str)) for frame in
                   (self.runs, self.metrics, self.layers)]  # fmt: skip
-        return tables_type(*frames)
+        return Tables(*frames)
 
 
 def load_runs(*paths: str | Path, target: float = 0.9) -> RunTables:
@@ -123,7 +127,7 @@ def steps_to_reach(
     curve: a Series of values indexed by step (e.g. a seed mean:
     `t.metrics.groupby("step").test_acc.mean()`), or the metrics rows of ONE run (a Run's
     `.metrics`), whose `column` is read at the steps that have it. The same rule as the
-    claims of `bnexp reproduce` (bnexp.claims.first_step_reaching).
+    claims of `bnexp reproduce` (bnexp.reproduce.claims.first_step_reaching).
     """
     if isinstance(curve, pd.DataFrame):
         if "run_dir" in curve and curve["run_dir"].nunique() > 1:
@@ -133,16 +137,9 @@ def steps_to_reach(
                 f"such as rows.groupby('step').{column}.mean()"
             )
         curve = curve.dropna(subset=[column]).groupby("step")[column].mean()
-    return _claims_module().first_step_reaching(curve.dropna().sort_index(), target)
+    from bnexp.reproduce.claims import first_step_reaching
 
-
-def _claims_module() -> Any:
-    # The claim measures move from bnexp.claims to bnexp.reproduce.claims (issue 10).
-    try:
-        from bnexp.reproduce import claims
-    except ImportError:
-        from bnexp import claims
-    return claims
+    return first_step_reaching(curve.dropna().sort_index(), target)
 
 
 # --------------------------------------------------------------------------------------------

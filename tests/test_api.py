@@ -32,6 +32,8 @@ def test_import_bnexp_is_cheap_and_reading_never_loads_torch(tmp_path):
         "import sys, bnexp\n"
         "assert not {'torch', 'hydra', 'pandas', 'bnexp.api'} & set(sys.modules), sorted(sys.modules)\n"
         f"r = bnexp.load_run({str(tmp_path / 'r')!r}); t = bnexp.load_runs({str(tmp_path)!r})\n"
+        "assert bnexp.steps_to_reach(t.metrics[t.metrics.run_dir == t.runs.run_dir[0]], 0.2) == 0\n"
+        "t.claims_tables()\n"
         "assert 'torch' not in sys.modules and 'hydra' not in sys.modules\n"
         "assert callable(bnexp.run) and bnexp.UserError is __import__('bnexp.errors').errors.UserError\n"
         "import bnexp.run.config  # binds the subpackage to the name bnexp.run: still callable\n"
@@ -175,31 +177,16 @@ def test_steps_to_reach_on_a_curve_and_on_a_runs_metrics(tmp_path):
 
 
 def test_claim_measures_run_on_loaded_tables_as_in_bnexp_reproduce(tmp_path):
-    from bnexp.api import _claims_module
+    from bnexp.reproduce import claims
+    from bnexp.reproduce.reproducer import tables_from_runs
     from bnexp.rundir import find_runs
 
-    claims = _claims_module()
-    tables_from_runs = _reproduce_tables_from_runs()
     sweep = write_sweep(tmp_path / "sweep")
     where = {"fast": {"norm": "batch", "depth": 3}, "slow": {"norm": "none", "depth": 3, "seed": 0}}
     ours = claims.steps_to_reach_ratio(bnexp.load_runs(sweep).claims_tables(), **where)
     theirs = claims.steps_to_reach_ratio(tables_from_runs(find_runs([sweep]))[0], **where)
     assert ours.value == theirs.value and ours.text == theirs.text
     assert ours.value > 1  # synthetic BN learns faster
-
-
-def _reproduce_tables_from_runs():
-    """`bnexp reproduce`'s own reader (it moves into the bnexp.reproduce package, issue 10)."""
-    import importlib
-
-    for name in ("bnexp.reproduce.reproducer", "bnexp.reproduce"):
-        try:
-            found = getattr(importlib.import_module(name), "tables_from_runs", None)
-        except ImportError:
-            continue
-        if found is not None:
-            return found
-    pytest.fail("bnexp reproduce's tables_from_runs not found")
 
 
 # ---------------------------------------------------------------------------------------------
