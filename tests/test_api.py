@@ -32,7 +32,7 @@ def test_import_bnexp_is_cheap_and_reading_never_loads_torch(tmp_path):
         "import sys, bnexp\n"
         "assert not {'torch', 'hydra', 'pandas', 'bnexp.api'} & set(sys.modules), sorted(sys.modules)\n"
         f"r = bnexp.load_run({str(tmp_path / 'r')!r}); t = bnexp.load_runs({str(tmp_path)!r})\n"
-        "assert bnexp.steps_to_reach(t.metrics[t.metrics.run_dir == t.runs.run_dir[0]], 0.2) == 0\n"
+        "assert bnexp.steps_to_reach(t.metrics[t.metrics.run_dir == t.runs.run_dir[0]], 0.05) == 0\n"
         "t.claims_tables()\n"
         "assert 'torch' not in sys.modules and 'hydra' not in sys.modules\n"
         "assert callable(bnexp.run) and bnexp.UserError is __import__('bnexp.errors').errors.UserError\n"
