@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import bnexp
+from bnexp.describe import flatten_config
 from bnexp.rundir import LAYER_STAT_COLUMNS, LAYERS_COLUMNS, METRICS_COLUMNS, this_host
 
 from conftest import REPO, TINY, read_csv, run_cli
@@ -103,6 +104,33 @@ def test_load_run_calls_a_killed_run_stale_and_reads_meta_config_without_hydra(t
     run = bnexp.load_run(run_dir)
     assert run.status == "stale"
     assert run.config == {"depth": 2, "norm": "layer"}  # meta.json's copy, flattened
+
+
+def test_load_run_reads_a_config_as_omegaconf_does(tmp_path):
+    """rundir reads Hydra's config.yaml with libyaml (10x faster): the same values as OmegaConf."""
+    from omegaconf import OmegaConf
+
+    run_dir = write_run(tmp_path / "r")
+    text = (run_dir / ".hydra" / "config.yaml").read_text()
+    text += "extra: {a: 1e-5, b: ~, c: 2026-01-01, d: .inf, e: 1_000, f: '7', g: [1, 2.5]}\n"
+    (run_dir / ".hydra" / "config.yaml").write_text(text)
+    expected = flatten_config(OmegaConf.to_container(OmegaConf.create(text), resolve=True))
+    config = bnexp.load_run(run_dir).config
+    assert config == expected and config["extra.a"] == 1e-5 and config["extra.c"] == "2026-01-01"
+    assert [type(config[k]) for k in ("depth", "extra.a", "affine")] == [int, float, bool]
+    # Interpolations are resolved (by OmegaConf).
+    (run_dir / ".hydra" / "config.yaml").write_text(text + "steps_again: ${steps}\n")
+    assert bnexp.load_run(run_dir).config["steps_again"] == 1000
+
+
+def test_load_run_turns_a_cell_that_is_no_number_into_nan(tmp_path):
+    run_dir = write_run(tmp_path / "r")
+    lines = (run_dir / "metrics.csv").read_text().splitlines(keepends=True)
+    lines[2] = lines[2].replace(lines[2].split(",")[1], "oops", 1)  # train_loss of row 2
+    (run_dir / "metrics.csv").write_text("".join(lines))
+    metrics = bnexp.load_run(run_dir).metrics
+    assert math.isnan(metrics["train_loss"].iloc[1]) and metrics["train_loss"].notna().sum() == 40
+    assert metrics["step"].dtype == "int64" and metrics["train_loss"].dtype == "float64"
 
 
 # ---------------------------------------------------------------------------------------------
