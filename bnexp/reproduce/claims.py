@@ -789,6 +789,37 @@ def _breakdown_text(grid: pd.DataFrame, threshold: float, eps: float) -> str:
     return text
 
 
+def table_value(
+    tables: Tables,
+    table: str,
+    column: str,
+    where: dict | None = None,
+    statistic: str = "max",
+) -> Measurement:
+    """The largest (`statistic: max`), smallest (`min`) or mean (`mean`) value of `column` over
+    the rows of the in-process table `table` that match `where` (NaN cells left out); the text
+    names the row where the max or min lies (its other key columns)."""
+    if statistic not in ("max", "min", "mean"):
+        raise ValueError(f"statistic={statistic!r} is not known: one of max, min, mean")
+    rows = select(_extra(tables, table), where or {})
+    rows = rows.dropna(subset=[column]) if column in rows.columns else rows.iloc[0:0]
+    if rows.empty:
+        raise Missing(f"no {column} values in table {table!r} with {describe(where or {})}")
+    values = rows[column].astype(float)
+    if statistic == "mean":
+        value, at = float(values.mean()), ""
+    else:
+        index = values.idxmax() if statistic == "max" else values.idxmin()
+        value = float(values[index])
+        # The row's identifying columns (names, sizes, flags), not its other measured floats.
+        keys = [c for c in rows.columns if c != column and not pd.api.types.is_float_dtype(rows[c])]
+        at = " at " + " ".join(f"{k}={rows.loc[index, k]}" for k in keys) if keys else ""
+    text = (
+        f"{statistic} of {column} over {len(rows)} rows ({describe(where or {})}): {value:.3g}{at}"
+    )
+    return Measurement(value, text, detail=rows.reset_index(drop=True))
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -805,6 +836,7 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         eval_accuracy_gap,
         eval_accuracy_range,
         max_relative_error,
+        table_value,
     )
 }
 

@@ -837,6 +837,83 @@ def noisy_bn(ctx: FigureContext) -> Figure:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# bn-backward
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def bn_backward(ctx: FigureContext) -> Figure:
+    """Largest relative error (forward, dx, dγ, dβ) of the two hand-derived BN backward passes
+    against autograd on torch's BatchNorm1d, per batch size, affine on and off, with the
+    declared tolerance and float64's machine epsilon."""
+    fig, axes = style.new_figure(1, 1, width=4.2, panel_height=2.6)
+    ax = axes[0][0]
+    table = ctx.tables.extra.get("bn_backward")
+    handles: list[Any] = []
+    if table is None or table.empty:
+        style.no_data(ax)
+    else:
+        forms = {
+            "closed_form": ("-", "o", "closed form (chain rule)"),
+            "compact": ("--", "s", "compact form"),
+        }
+        looks = {True: (BN_COLOR, "affine on"), False: (PLAIN_COLOR, "affine off")}
+        for form, (linestyle, marker, form_label) in forms.items():
+            for affine_on, (color, _) in looks.items():
+                rows = table[
+                    (table["form"] == form)
+                    & (table["affine"].astype(str).str.lower() == str(affine_on).lower())
+                ]
+                rows = rows.sort_values("batch_size")
+                if rows.empty:
+                    continue
+                ax.plot(
+                    rows["batch_size"],
+                    rows["max_error"].clip(lower=1e-18),
+                    color=color,
+                    linestyle=linestyle,
+                    marker=marker,
+                    markersize=3,
+                )
+            handles.append(
+                Line2D([], [], color="black", linestyle=linestyle, marker=marker, label=form_label)
+            )
+        handles += [Patch(color=color, label=label) for color, label in looks.values()]
+        for claim in ctx.finding.claims:
+            if claim.get("measure") == "table_value" and not claim.get("retired"):
+                bound = float(claim["criterion"]["value"])
+                ax.axhline(bound, color="black", linestyle=":", linewidth=0.9)
+                ax.text(
+                    table["batch_size"].min(),
+                    bound * 2,
+                    f"declared tolerance {bound:g}",
+                    fontsize=5.5,
+                    color=style.MUTED,
+                )
+                break
+        machine_eps = float(np.finfo(np.float64).eps)
+        ax.axhline(machine_eps, color=style.MUTED, linestyle="-.", linewidth=0.8)
+        ax.text(
+            table["batch_size"].min(),
+            machine_eps * 2,
+            "float64 machine epsilon",
+            fontsize=5.5,
+            color=style.MUTED,
+        )
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_yscale("log")
+    ax.set_xlabel("batch size m")
+    ax.set_ylabel("max relative error vs autograd")
+    caption = [
+        "Relative error = max|ours - torch's| / max|torch's|, the largest of forward, dx, dγ, dβ; float64, eps 1e-5, "
+        "random x, γ, β, dy (7 features). Formula: Ioffe & Szegedy 2015, Sec. 3 (p. 4).",
+        *ctx.caption,
+    ]
+    return decorate(fig, "BN backward by hand vs autograd (torch BatchNorm1d)", caption, handles)
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -848,4 +925,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "running_stats": running_stats,
     "scale_invariance": scale_invariance,
     "noisy_bn": noisy_bn,
+    "bn_backward": bn_backward,
 }

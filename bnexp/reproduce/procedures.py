@@ -281,7 +281,43 @@ def scale_invariance(configs: list[Config]) -> ProcedureResult:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# bn-backward and running-average: identity checks on torch's own layers (bnexp/reproduce/bn_math.py)
+# --------------------------------------------------------------------------------------------
+
+
+def bn_backward(configs: list[Config]) -> ProcedureResult:
+    """Both hand-derived BN backward passes against autograd on nn.BatchNorm1d (float64), on
+    random inputs drawn from the first config's seed: one row per form, batch size and affine."""
+    from bnexp.reproduce import bn_math
+
+    seed = configs[0].seed if configs else 0
+    rows = []
+    for form, backward in (
+        ("closed_form", bn_math.bn_backward_closed_form),
+        ("compact", bn_math.bn_backward_compact),
+    ):
+        for case in bn_math.bn_backward_identity(backward, seed=seed).cases:
+            rows.append(
+                {
+                    "form": form,
+                    "batch_size": case.batch_size,
+                    "affine": case.affine,
+                    "forward_error": case.forward_error,
+                    "dx_error": case.dx_error,
+                    "dgamma_error": case.dgamma_error,
+                    "dbeta_error": case.dbeta_error,
+                    "max_error": case.max_error,
+                }
+            )
+    notes = [
+        f"random inputs (seed {seed}), 7 features, float64, eps 1e-5; nothing trained, no data read"
+    ]
+    return ProcedureResult({"bn_backward": pd.DataFrame(rows)}, "none (random inputs)", 0, 0, notes)
+
+
 PROCEDURES: dict[str, Callable[[list[Config]], ProcedureResult]] = {
     "running_stats": running_stats,
     "scale_invariance": scale_invariance,
+    "bn_backward": bn_backward,
 }

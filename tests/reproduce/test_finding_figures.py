@@ -40,6 +40,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
     "running_stats": {"grid": {}},
     "scale_invariance": {"grid": {}},
     "noisy_bn": {"grid": {"norm": ["batch", "none", "noisy", "noise_only"]}},
+    "bn_backward": {"grid": {}},
 }
 
 
@@ -160,7 +161,22 @@ def extra_tables() -> dict[str, pd.DataFrame]:
                     "a_sigma_min": 0.05 * a,
                 }
             )
-    return {"eval_batch_size": pd.DataFrame(rows), "scale_invariance": pd.DataFrame(scale)}
+    backward = [
+        {
+            "form": form,
+            "batch_size": size,
+            "affine": affine_on,
+            "max_error": 1e-15 * (1 + 100 / size),
+        }
+        for form in ("closed_form", "compact")
+        for size in (2, 4, 16, 256)
+        for affine_on in (True, False)
+    ]
+    return {
+        "eval_batch_size": pd.DataFrame(rows),
+        "scale_invariance": pd.DataFrame(scale),
+        "bn_backward": pd.DataFrame(backward),
+    }
 
 
 def save_png(fig, path: Path) -> Path:

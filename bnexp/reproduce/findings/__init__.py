@@ -223,6 +223,7 @@ ORDER = {
             "batch-size",
             "running-stats",
             "scale-invariance",
+            "bn-backward",
         ]
     )
 }
