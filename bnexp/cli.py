@@ -18,6 +18,8 @@ usage:
   bnexp reproduce NAME [--out DIR] [scale=quick|paper] [OVERRIDES...]
                                            a published finding: runs, figures, verdicts
   bnexp reproduce --list                   the findings bnexp knows
+  bnexp completion bash                    a bash completion script for `bnexp run` keys and values:
+                                           source <(bnexp completion bash)
 
 `bnexp run --help` lists every config key and its default; `bnexp run --cfg job` prints the
 resolved config. Hydra flags (-m, --cfg, --info, --multirun) go before the overrides.
@@ -48,11 +50,16 @@ def main(argv: list[str] | None = None) -> int:
             from bnexp.reproduce.cli import main as reproduce_main
 
             return reproduce_main(rest)
+        if command == "completion":
+            from bnexp.run.completion import completion_command
+
+            return completion_command(rest)
     except UserError as error:
         print(f"bnexp: error: {error}", file=sys.stderr)
         return 2
     print(
-        f"bnexp: error: unknown command {command!r}. Valid commands: run, figures, reproduce "
+        f"bnexp: error: unknown command {command!r}. Valid commands: run, figures, reproduce, "
+        "completion "
         "(see `bnexp --help`).",
         file=sys.stderr,
     )
