@@ -820,6 +820,53 @@ def table_value(
     return Measurement(value, text, detail=rows.reset_index(drop=True))
 
 
+def _mode_gaps(rows: pd.DataFrame, where: Mapping[str, Any]) -> pd.Series:
+    """Per seed: batch-statistics minus running-statistics accuracy, in points."""
+    at = select(rows, where)
+    if at.empty:
+        raise Missing(f"no rows with {describe(where)}")
+    by_seed = at.pivot_table(index="seed", columns="mode", values="accuracy", aggfunc="mean")
+    if not {"running", "batch"} <= set(by_seed.columns):
+        raise Missing(f"{describe(where)}: need both running and batch statistics")
+    by_seed = by_seed.dropna(subset=["running", "batch"])
+    if by_seed.empty:
+        raise Missing(f"{describe(where)}: no seed has both running and batch statistics")
+    return 100 * (by_seed["batch"] - by_seed["running"])
+
+
+def mode_accuracy_gap(
+    tables: Tables, where: dict, than: dict | None = None, table: str = "momentum_lag"
+) -> Measurement:
+    """Batch-statistics accuracy minus eval-mode (running-statistics) accuracy of the same
+    trained network, in points, for the rows of `table` matching `where` (e.g. one momentum at
+    one step): per seed, then the seed mean and its 95% t-interval. With `than`, the gap of
+    `where` minus the gap of `than`, paired by seed."""
+    rows = _extra(tables, table)
+    gaps = _mode_gaps(rows, where)
+    label = describe(where)
+    if than is not None:
+        other = _mode_gaps(rows, than)
+        seeds = sorted(set(gaps.index) & set(other.index))
+        if not seeds:
+            raise Missing(f"no seed has rows of both {describe(where)} and {describe(than)}")
+        gaps = gaps.loc[seeds] - other.loc[seeds]
+        label = f"gap({describe(where)}) - gap({describe(than)})"
+    values = gaps.to_numpy(dtype=float)
+    mean, low, high = t_interval(values)
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(values) > 1 else ""
+    if than is None:
+        at = select(rows, where)
+        means = at.groupby("mode")["accuracy"].mean()
+        text = (
+            f"{label}: batch statistics {_pct(means.get('batch', math.nan))}, running statistics "
+            f"{_pct(means.get('running', math.nan))}: {mean:+.2f} points{interval_text} (n={len(values)})"
+        )
+    else:
+        text = f"{label}: {mean:+.2f} points{interval_text} (n={len(values)})"
+    detail = pd.DataFrame({"seed": gaps.index, "gap_points": values})
+    return Measurement(float(mean), text, interval=(low, high), detail=detail)
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -837,6 +884,7 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         eval_accuracy_range,
         max_relative_error,
         table_value,
+        mode_accuracy_gap,
     )
 }
 

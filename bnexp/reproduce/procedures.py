@@ -316,8 +316,108 @@ def bn_backward(configs: list[Config]) -> ProcedureResult:
     return ProcedureResult({"bn_backward": pd.DataFrame(rows)}, "none (random inputs)", 0, 0, notes)
 
 
+# Updates after which the running-average finding evaluates (each a separate, deterministic
+# run from the same seed: the first T steps of the longest). 100 is the step its claims read.
+MOMENTUM_LAG_STEPS = (10, 25, 50, 100, 200, 400, 1000)
+
+
+def _running_average_check_rows() -> list[dict]:
+    from bnexp.reproduce import bn_math
+
+    checks = bn_math.running_average_checks()
+    example, rule, bessel = checks.worked_example, checks.update_rule, checks.bessel
+    rows = [
+        (
+            "worked_example",
+            "worked_example_error_vs_published",
+            "error",
+            example.max_error_vs_published,
+        ),
+        (
+            "worked_example",
+            "worked_example_error_vs_by_hand",
+            "error",
+            example.max_error_vs_by_hand,
+        ),
+        *[
+            ("worked_example", f"running_mean_{i}", "value", value)
+            for i, value in enumerate(example.running_mean)
+        ],
+        ("update_rule", "max_mean_error", "error", rule.max_mean_error),
+        ("update_rule", "max_var_error", "error", rule.max_var_error),
+        (
+            "update_rule",
+            "max_mean_error_opposite_convention",
+            "control",
+            rule.max_mean_error_opposite_convention,
+        ),
+        ("bessel", "running_var_error_vs_unbiased", "error", bessel.running_var_error_vs_unbiased),
+        ("bessel", "output_error_vs_biased", "error", bessel.output_error_vs_biased),
+        ("bessel", "output_error_vs_unbiased", "control", bessel.output_error_vs_unbiased),
+        ("bessel", "running_var_over_biased_var", "ratio", bessel.running_var_over_biased_var),
+        ("bessel", "expected_ratio_m_over_m_minus_1", "ratio", bessel.expected_ratio),
+    ]
+    return [
+        {"check": check, "quantity": quantity, "kind": kind, "value": float(value)}
+        for check, quantity, kind, value in rows
+    ]
+
+
+def running_average(configs: list[Config]) -> ProcedureResult:
+    """The running-statistics identity checks, then, for each config (a momentum and a seed),
+    networks trained for each of MOMENTUM_LAG_STEPS updates, evaluated on the same 1,000 test
+    images in one batch with running statistics (eval mode) and with that batch's statistics."""
+    cache: dict = {}
+    rows, notes = [], []
+    data = None
+    for cfg in configs:
+        data = _load(cfg, cache)
+        order = torch.randperm(len(data.y_test), generator=torch.Generator().manual_seed(0))
+        order = order[:SAME_IMAGES]
+        if len(order) < SAME_IMAGES:
+            raise ValueError(f"the test set has fewer than {SAME_IMAGES} images")
+        x, y = data.test_inputs[order], data.y_test[order]
+        for steps in MOMENTUM_LAG_STEPS:
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg.steps = steps
+            run_cfg.log_every = run_cfg.eval_every = (
+                steps  # rows at 0 and T only: nothing else is read
+            )
+            outcome = _train(run_cfg, data)
+            if outcome.status != "completed":
+                notes.append(
+                    f"momentum {cfg.norm.momentum} seed {cfg.seed} T={steps}: training "
+                    f"{outcome.status} at step {outcome.diverged_at_step}; left out"
+                )
+                continue
+            model = outcome.model.eval()
+            acc_running, _ = accuracy_in_batches(model, x, y, SAME_IMAGES)
+            with batch_statistics(model):
+                acc_batch, _ = accuracy_in_batches(model, x, y, SAME_IMAGES)
+            for mode, accuracy in (("running", acc_running), ("batch", acc_batch)):
+                rows.append(
+                    {
+                        "seed": cfg.seed,
+                        "momentum": cfg.norm.momentum,
+                        "step": steps,
+                        "mode": mode,
+                        "accuracy": accuracy,
+                    }
+                )
+    lag = pd.DataFrame(rows, columns=["seed", "momentum", "step", "mode", "accuracy"])
+    checks = pd.DataFrame(_running_average_check_rows())
+    return ProcedureResult(
+        {"momentum_lag": lag, "running_average_checks": checks},
+        data.source if data is not None else "none",
+        len(data.y_train) if data is not None else 0,
+        len(data.y_test) if data is not None else 0,
+        notes,
+    )
+
+
 PROCEDURES: dict[str, Callable[[list[Config]], ProcedureResult]] = {
     "running_stats": running_stats,
     "scale_invariance": scale_invariance,
     "bn_backward": bn_backward,
+    "running_average": running_average,
 }

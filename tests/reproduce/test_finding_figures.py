@@ -41,6 +41,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
     "scale_invariance": {"grid": {}},
     "noisy_bn": {"grid": {"norm": ["batch", "none", "noisy", "noise_only"]}},
     "bn_backward": {"grid": {}},
+    "running_average": {"grid": {}},
 }
 
 
@@ -176,6 +177,21 @@ def extra_tables() -> dict[str, pd.DataFrame]:
         "eval_batch_size": pd.DataFrame(rows),
         "scale_invariance": pd.DataFrame(scale),
         "bn_backward": pd.DataFrame(backward),
+        "momentum_lag": pd.DataFrame(
+            [
+                {
+                    "seed": seed,
+                    "momentum": momentum,
+                    "step": step,
+                    "mode": mode,
+                    "accuracy": 0.9 - (0.5 * (1 - momentum) ** step if mode == "running" else 0),
+                }
+                for seed in (0, 1)
+                for momentum in (0.01, 0.1, 0.5)
+                for step in (10, 100, 1000)
+                for mode in ("running", "batch")
+            ]
+        ),
     }
 
 

@@ -69,3 +69,56 @@ def test_table_value_missing_table_or_rows_is_inconclusive():
     failing = BACKWARD.assign(max_error=[1e-3, 0.0, 0.0, 0.0])
     result = evaluate(spec, extra(bn_backward=failing))
     assert result.verdict == "identity fails" and math.isclose(result.value, 1e-3)
+
+
+def lag_table() -> pd.DataFrame:
+    # seed: (momentum 0.01 running, batch), (momentum 0.5 running, batch), at step 100
+    accuracies = {0: ((0.20, 0.90), (0.88, 0.89)), 1: ((0.30, 0.80), (0.80, 0.79))}
+    rows = []
+    for seed, pairs in accuracies.items():
+        for momentum, (running, batch) in zip((0.01, 0.5), pairs, strict=True):
+            rows.append(
+                {
+                    "seed": seed,
+                    "momentum": momentum,
+                    "step": 100,
+                    "mode": "running",
+                    "accuracy": running,
+                }
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "momentum": momentum,
+                    "step": 100,
+                    "mode": "batch",
+                    "accuracy": batch,
+                }
+            )
+            rows.append(
+                {"seed": seed, "momentum": momentum, "step": 10, "mode": "batch", "accuracy": 0.5}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_mode_accuracy_gap_is_batch_minus_running_per_seed():
+    tables = extra(momentum_lag=lag_table())
+    gap = MEASURES["mode_accuracy_gap"](tables, where={"momentum": 0.01, "step": 100})
+    # seed 0: 90 - 20 = 70 points, seed 1: 80 - 30 = 50 points; mean 60, t(1) = 12.706
+    assert gap.value == pytest.approx(60.0)
+    half = 12.706 * (10 * math.sqrt(2)) / math.sqrt(2)  # sample std of (70, 50) = 10·√2; n = 2
+    assert gap.interval == pytest.approx((60 - half, 60 + half), rel=1e-3)
+    paired = MEASURES["mode_accuracy_gap"](
+        tables, where={"momentum": 0.01, "step": 100}, than={"momentum": 0.5, "step": 100}
+    )
+    # momentum 0.5 gaps: +1 and -1 points; differences 69 and 51
+    assert paired.value == pytest.approx(60.0)
+    assert list(paired.detail["gap_points"]) == pytest.approx([69.0, 51.0])
+
+
+def test_mode_accuracy_gap_needs_both_modes():
+    tables = extra(momentum_lag=lag_table())
+    with pytest.raises(Missing):
+        MEASURES["mode_accuracy_gap"](tables, where={"momentum": 0.01, "step": 10})
+    with pytest.raises(Missing):
+        MEASURES["mode_accuracy_gap"](tables, where={"momentum": 0.2, "step": 100})

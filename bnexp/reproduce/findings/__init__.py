@@ -224,6 +224,7 @@ ORDER = {
             "running-stats",
             "scale-invariance",
             "bn-backward",
+            "running-average",
         ]
     )
 }
