@@ -68,6 +68,7 @@ class Init(Enum):
     gaussian = "gaussian"  # N(0, init_std^2): the BN paper's "small random Gaussian"
     xavier = "xavier"
     kaiming = "kaiming"
+    orthogonal = "orthogonal"  # init_gain times a random orthogonal matrix (nn.init.orthogonal_)
 
 
 @dataclass
@@ -145,6 +146,7 @@ class Config:
     affine: bool = True  # learnable gamma/beta; false fixes them at 1/0
     init: Init = Init.default
     init_std: float = 0.01  # for init=gaussian
+    init_gain: float = 1.0  # for init=orthogonal: every singular value of every weight is init_gain
     batch_size: int = 60
     steps: int = 5000  # optimisation steps
     log_every: int | None = None  # None: about 100 log points per run
@@ -254,6 +256,7 @@ def validate(cfg: Config) -> None:
     numbers = {
         "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
         "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
+        "init_gain": cfg.init_gain,
         **{f"norm.{f.name}": getattr(cfg.norm, f.name) for f in fields(cfg.norm) if f.type == "float"},
     }  # fmt: skip
     for key, value in numbers.items():
@@ -263,6 +266,8 @@ def validate(cfg: Config) -> None:
         raise UserError(f"optim.lr={cfg.optim.lr} is not allowed: the learning rate must be > 0.")
     if cfg.init_std <= 0:
         raise UserError(f"init_std={cfg.init_std} is not allowed: it must be > 0.")
+    if cfg.init_gain <= 0:
+        raise UserError(f"init_gain={cfg.init_gain} is not allowed: it must be > 0.")
     for key, (allowed, rule) in NORM_KEY_RULES.items():
         value = getattr(cfg.norm, key)
         if not allowed(value):
@@ -300,6 +305,8 @@ def config_hash(cfg: Any) -> str:
         hashed = {*SHARED_NORM_KEYS, *NORMS[norm["name"]].keys}
         for key in [k for k in norm if k not in hashed]:
             norm.pop(key)
+    if plain.get("init") != "orthogonal":  # only init=orthogonal reads init_gain
+        plain.pop("init_gain", None)
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -48,7 +48,7 @@ def build_mlp(
     return MLP(in_features, num_classes, blocks, width)
 
 
-def initialize(model: nn.Module, scheme: str, std: float = 0.01) -> None:
+def initialize(model: nn.Module, scheme: str, std: float = 0.01, gain: float = 1.0) -> None:
     """Re-initialise every Linear/Conv weight; biases become zero (except for `default`)."""
     if scheme == "default":
         return
@@ -61,6 +61,8 @@ def initialize(model: nn.Module, scheme: str, std: float = 0.01) -> None:
             nn.init.xavier_normal_(module.weight)
         elif scheme == "kaiming":
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        elif scheme == "orthogonal":  # rows (or columns, if fewer) orthonormal, times gain
+            nn.init.orthogonal_(module.weight, gain=gain)
         else:
             raise ValueError(f"unknown init scheme {scheme!r}")
         if module.bias is not None:
@@ -81,6 +83,6 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
         for size in input_shape:
             in_features *= size
         model = build_mlp(in_features, num_classes, **common)
-    initialize(model, cfg.init.value, cfg.init_std)
+    initialize(model, cfg.init.value, cfg.init_std, cfg.init_gain)
     seed_noise(model, cfg.seed)  # noisy norms draw from their own generators (bnexp/run/layers.py)
     return model
