@@ -867,6 +867,151 @@ def mode_accuracy_gap(
     return Measurement(float(mean), text, interval=(low, high), detail=detail)
 
 
+def _layer_rows_at(tables: Tables, where: dict, step: int, first_layer: int) -> pd.DataFrame:
+    """layers.csv rows of `where`'s runs at `step`, hidden layers >= first_layer, with the run's
+    config columns. A run that diverged later still has its rows up to then: they count."""
+    runs = variant_runs(tables, where, allow_diverged=True)
+    rows = _per_run_layers(tables, runs)
+    rows = rows[(rows["step"] == step) & (rows["layer"] >= first_layer)]
+    if rows.empty:
+        raise Missing(f"no layers.csv rows at step {step} for {describe(where)}")
+    keys = [c for c in runs.columns if c not in rows.columns or c == "run_id"]
+    return rows.merge(runs[keys], on="run_id")
+
+
+def _positive(values: pd.Series, what: str) -> np.ndarray:
+    array = values.to_numpy(dtype=float)
+    if not np.all(np.isfinite(array)) or np.any(array <= 0):
+        raise Missing(f"{what}: a value is 0, negative or not finite, so its log is undefined")
+    return array
+
+
+def layer_factor(
+    tables: Tables,
+    where: dict,
+    column: str,
+    step: int = 0,
+    toward: str = "output",
+    first_layer: int = 1,
+    expected_key: str = "init_gain",
+    group_by: tuple[str, ...] = ("init_gain", "depth"),
+) -> Measurement:
+    """The per-layer factor of `column` across hidden layers (first_layer .. last) at `step`:
+    exp(least-squares slope of log(column) against the layer index), i.e. how much the column
+    grows per layer towards the output (`toward: output`) or towards the input (`toward:
+    input`, the inverse). Per run, then the geometric mean over the runs (seeds) of each group
+    (`group_by`); value = the largest |factor / expected - 1| over the groups, the expected
+    factor being the group's config value `expected_key` (e.g. the orthogonal gain g)."""
+    if toward not in ("output", "input"):
+        raise ValueError(f"toward={toward!r} is not known: output or input")
+    rows = _layer_rows_at(tables, where, step, first_layer)
+    per_run = []
+    for run_id, run in rows.groupby("run_id"):
+        run = run.sort_values("layer")
+        if len(run) < 2:
+            raise Missing(f"run {run_id}: fewer than two hidden layers >= {first_layer}")
+        slope = np.polyfit(run["layer"].to_numpy(float), np.log(_positive(run[column], column)), 1)[
+            0
+        ]
+        per_run.append(
+            {
+                **{k: run[k].iloc[0] for k in group_by},
+                "log_factor": slope if toward == "output" else -slope,
+            }
+        )
+    frame = pd.DataFrame(per_run)
+    detail = frame.groupby(list(group_by), as_index=False)["log_factor"].mean()
+    detail["factor"] = np.exp(detail["log_factor"])
+    detail["expected"] = detail[expected_key].astype(float)
+    detail["deviation"] = detail["factor"] / detail["expected"] - 1
+    detail = detail.drop(columns="log_factor")
+    worst = detail.loc[detail["deviation"].abs().idxmax()]
+    value = float(abs(worst["deviation"]))
+    parts = "; ".join(
+        " ".join(f"{k}={row[k]:g}" for k in group_by) + f": {row['factor']:.3g}"
+        for _, row in detail.iterrows()
+    )
+    text = (
+        f"{column} per layer towards the {toward} at step {step} ({describe(where)}): {parts}; "
+        f"largest deviation from {expected_key} {100 * value:.1f}%"
+    )
+    return Measurement(value, text, detail=detail)
+
+
+def depth_factor(
+    tables: Tables,
+    where: dict,
+    column: str = "grad_w_norm",
+    step: int = 0,
+    first_layer: int = 2,
+    expected_key: str = "init_gain",
+) -> Measurement:
+    """How `column` (the hidden layers' weight-gradient norm) grows per added layer of depth:
+    per run, the geometric mean of `column` over hidden layers first_layer .. depth at `step`;
+    per value of `expected_key` (the gain g), exp(least-squares slope of its log against
+    `depth`, over every run and seed); value = the largest |factor / g - 1| over the gains."""
+    rows = _layer_rows_at(tables, where, step, first_layer)
+    per_run = (
+        rows.assign(log_value=np.log(_positive(rows[column], column)))
+        .groupby("run_id")
+        .agg(
+            log_value=("log_value", "mean"),
+            depth=("depth", "first"),
+            expected=(expected_key, "first"),
+        )
+    )
+    out = []
+    for expected, group in per_run.groupby("expected"):
+        if group["depth"].nunique() < 2:
+            raise Missing(f"{expected_key}={expected:g}: runs of fewer than two depths")
+        slope = np.polyfit(group["depth"].to_numpy(float), group["log_value"].to_numpy(float), 1)[0]
+        out.append(
+            {
+                expected_key: float(expected),
+                "factor": float(np.exp(slope)),
+                "depths": sorted(group["depth"].unique()),
+            }
+        )
+    detail = pd.DataFrame(out)
+    detail["deviation"] = detail["factor"] / detail[expected_key] - 1
+    value = float(detail["deviation"].abs().max())
+    parts = "; ".join(
+        f"{expected_key}={r[expected_key]:g}: {r['factor']:.3g}" for _, r in detail.iterrows()
+    )
+    text = (
+        f"{column} (hidden layers >= {first_layer}, step {step}) per added layer of depth "
+        f"({describe(where)}, depths {', '.join(str(int(d)) for d in detail['depths'].iloc[0])}): {parts}; "
+        f"largest deviation from {expected_key} {100 * value:.1f}%"
+    )
+    return Measurement(value, text, detail=detail.drop(columns="depths"))
+
+
+def layer_profile_range(
+    tables: Tables, where: dict, column: str, step: int = 0, first_layer: int = 1
+) -> Measurement:
+    """max / min of `column` across hidden layers first_layer .. last at `step`, per run; value =
+    the largest over the runs (the least flat profile)."""
+    rows = _layer_rows_at(tables, where, step, first_layer)
+    per_run = []
+    for run_id, run in rows.groupby("run_id"):
+        values = _positive(run[column], column)
+        config = {k: run[k].iloc[0] for k in ("init_gain", "depth", "seed") if k in run}
+        per_run.append(
+            {"run_id": run_id, **config, "max_over_min": float(values.max() / values.min())}
+        )
+    detail = pd.DataFrame(per_run)
+    worst = detail.loc[detail["max_over_min"].idxmax()]
+    value = float(worst["max_over_min"])
+    where_worst = " ".join(
+        f"{k}={worst[k]:g}" for k in ("init_gain", "depth", "seed") if k in detail
+    )
+    text = (
+        f"{column} max/min over hidden layers >= {first_layer} at step {step} ({describe(where)}, "
+        f"{len(detail)} runs): largest {value:.3g} ({where_worst}), smallest {detail['max_over_min'].min():.3g}"
+    )
+    return Measurement(value, text, detail=detail)
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -885,6 +1030,9 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         max_relative_error,
         table_value,
         mode_accuracy_gap,
+        layer_factor,
+        depth_factor,
+        layer_profile_range,
     )
 }
 

@@ -995,6 +995,96 @@ def running_average(ctx: FigureContext) -> Figure:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# linear-depth
+# --------------------------------------------------------------------------------------------
+
+
+def _gain_profile(ctx: FigureContext, where: dict, column: str, step: int) -> pd.Series:
+    """Per hidden layer: `column` at `step`, geometric mean over the runs (seeds) of `where`."""
+    runs = _runs(ctx, where)
+    rows = ctx.tables.layers[
+        ctx.tables.layers["run_id"].isin(runs["run_id"]) & (ctx.tables.layers["step"] == step)
+    ]
+    rows = rows[rows[column] > 0]
+    return np.exp(np.log(rows[column]).groupby(rows["layer"]).mean()).sort_index()
+
+
+@style.styled
+def linear_depth(ctx: FigureContext) -> Figure:
+    """Deep linear network of orthogonal gain g: (a) act_std and (b) grad_act_mean_abs per
+    hidden layer at step 0 at the largest depth, without BN (solid) and with BN (dashed);
+    (c) the hidden layers' ||dL/dW|| vs depth without BN, with the predicted g^D; (d) (b) at
+    the 'early training' step of the claims."""
+    fig, axes = style.new_figure(1, 4, panel_height=2.3)
+    ax_a, ax_b, ax_c, ax_d = axes[0]
+    runs = ctx.tables.runs
+    handles: list[Any] = []
+    early = max([int((c.get("args") or {}).get("step", 0)) for c in ctx.finding.claims] + [0])
+    if runs.empty or "init_gain" not in runs or "depth" not in runs:
+        for ax in (ax_a, ax_b, ax_c, ax_d):
+            style.no_data(ax)
+    else:
+        gains = sorted(float(g) for g in runs["init_gain"].dropna().unique())
+        depth = int(runs["depth"].max())
+        colors = dict(zip(gains, style.sequential_colors(len(gains)), strict=True))
+        for g in gains:
+            for norm, linestyle in (("none", "-"), ("batch", "--")):
+                where = {"init_gain": g, "depth": depth, "norm": norm}
+                for ax, column, step in (
+                    (ax_a, "act_std", 0),
+                    (ax_b, "grad_act_mean_abs", 0),
+                    (ax_d, "grad_act_mean_abs", early),
+                ):
+                    profile = _gain_profile(ctx, where, column, step)
+                    if not profile.empty:
+                        ax.plot(
+                            profile.index,
+                            profile.values,
+                            color=colors[g],
+                            linestyle=linestyle,
+                            marker="o",
+                            markersize=2,
+                        )
+            points = []
+            for d in sorted(int(v) for v in runs["depth"].unique()):
+                profile = _gain_profile(
+                    ctx, {"init_gain": g, "depth": d, "norm": "none"}, "grad_w_norm", 0
+                )
+                profile = profile[profile.index >= 2]
+                if not profile.empty:
+                    points.append((d, float(np.exp(np.log(profile).mean()))))
+            if points:
+                depths, values = zip(*points, strict=True)
+                ax_c.plot(depths, values, color=colors[g], marker="o", linestyle="none")
+                d0, v0 = depths[0], values[0]
+                grid = np.linspace(min(depths), max(depths), 20)
+                ax_c.plot(grid, v0 * g ** (grid - d0), color=colors[g], linestyle=":", linewidth=1)
+            handles.append(Patch(color=colors[g], label=f"g = {g:g}"))
+        handles += [
+            Line2D([], [], color="black", linestyle="-", label="without BN"),
+            Line2D([], [], color="black", linestyle="--", label="with BN"),
+            Line2D([], [], color="black", linestyle=":", label="predicted g^D (c)"),
+        ]
+        for ax in (ax_a, ax_b, ax_c, ax_d):
+            ax.set_yscale("log")
+        ax_a.set_title(f"(a) act_std, step 0, depth {depth}")
+        ax_b.set_title(f"(b) mean |dL/dh|, step 0, depth {depth}")
+        ax_d.set_title(f"(d) mean |dL/dh|, step {early}, depth {depth}")
+    ax_c.set_title("(c) ||dL/dW_k||, k >= 2, no BN")
+    for ax in (ax_a, ax_b, ax_d):
+        ax.set_xlabel("hidden layer")
+    ax_c.set_xlabel("depth D (hidden layers)")
+    caption = [
+        "act=identity, width 100, every weight g times an orthogonal matrix (init=orthogonal), biases 0; "
+        "geometric mean over seeds. Prediction: x g per layer forward, x g per layer towards the input, "
+        "||dL/dW_k|| equal over k = 2..D and proportional to g^D. Yang et al. 2019 (Sec. 3.1.2): with BN "
+        "gradients grow by only sqrt((B-2)/(B-3)) per layer.",
+        *ctx.caption,
+    ]
+    return decorate(fig, "Deep linear network of gain g, without and with BN", caption, handles)
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1008,4 +1098,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "noisy_bn": noisy_bn,
     "bn_backward": bn_backward,
     "running_average": running_average,
+    "linear_depth": linear_depth,
 }

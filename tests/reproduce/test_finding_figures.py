@@ -42,6 +42,10 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
     "noisy_bn": {"grid": {"norm": ["batch", "none", "noisy", "noise_only"]}},
     "bn_backward": {"grid": {}},
     "running_average": {"grid": {}},
+    "linear_depth": {
+        "grid": {"norm": ["batch", "none"], "init_gain": [0.5, 1.5], "depth": [10, 20]},
+        "depth": 10,
+    },
 }
 
 

@@ -122,3 +122,76 @@ def test_mode_accuracy_gap_needs_both_modes():
         MEASURES["mode_accuracy_gap"](tables, where={"momentum": 0.01, "step": 10})
     with pytest.raises(Missing):
         MEASURES["mode_accuracy_gap"](tables, where={"momentum": 0.2, "step": 100})
+
+
+def linear_tables(act_growth: float = 1.0, depth_growth: float = 1.0) -> Tables:
+    """Runs of a linear net of gain g: act_std = 2 g^k (times act_growth^k at g = 1.5), mean|δ_k|
+    = g^(D-k), ||dL/dW_k|| = g^D (times depth_growth^D) for k >= 2 and 3 g^D at layer 1."""
+    runs, layers = [], []
+    for index, (g, depth, seed) in enumerate(
+        (g, d, s) for g in (0.5, 1.5) for d in (4, 8) for s in (0, 1)
+    ):
+        run_id = f"r{index}"
+        runs.append(
+            {
+                "run_id": run_id,
+                "status": "completed",
+                "norm": "none",
+                "init_gain": g,
+                "depth": depth,
+                "seed": seed,
+            }
+        )
+        for k in range(1, depth + 1):
+            grad_w = g**depth * depth_growth**depth
+            layers.append(
+                {
+                    "run_id": run_id,
+                    "step": 0,
+                    "layer": k,
+                    "act_std": 2 * g**k * (act_growth**k if g == 1.5 else 1),
+                    "grad_act_mean_abs": g ** (depth - k),
+                    "grad_w_norm": 3 * grad_w if k == 1 else grad_w,
+                }
+            )
+            layers.append({"run_id": run_id, "step": 10, "layer": k, "act_std": 1.0})
+    metrics = pd.DataFrame({"run_id": [], "step": [], "test_acc": []})
+    return Tables(pd.DataFrame(runs), metrics, pd.DataFrame(layers))
+
+
+def test_layer_factor_is_the_fitted_growth_per_layer_against_the_gain():
+    exact = linear_tables()
+    forward = MEASURES["layer_factor"](exact, where={"norm": "none"}, column="act_std")
+    assert forward.value == pytest.approx(0.0, abs=1e-12)
+    assert sorted(forward.detail["factor"]) == pytest.approx([0.5, 0.5, 1.5, 1.5])
+    backward = MEASURES["layer_factor"](
+        exact, where={"norm": "none"}, column="grad_act_mean_abs", toward="input"
+    )
+    assert backward.value == pytest.approx(0.0, abs=1e-12)
+    # act_std grows 1.2 x 1.5 = 1.8 per layer at g = 1.5: 20% off
+    off = MEASURES["layer_factor"](
+        linear_tables(act_growth=1.2), where={"norm": "none"}, column="act_std"
+    )
+    assert off.value == pytest.approx(0.2)
+
+
+def test_depth_factor_and_layer_profile_range():
+    exact = linear_tables()
+    depth = MEASURES["depth_factor"](exact, where={"norm": "none"})
+    assert depth.value == pytest.approx(0.0, abs=1e-12)
+    grown = MEASURES["depth_factor"](linear_tables(depth_growth=1.1), where={"norm": "none"})
+    assert grown.value == pytest.approx(0.1)
+    # layers 2..D are equal (max/min 1); with layer 1 the profile spans its factor 3
+    equal = MEASURES["layer_profile_range"](
+        exact, where={"norm": "none"}, column="grad_w_norm", first_layer=2
+    )
+    assert equal.value == pytest.approx(1.0)
+    whole = MEASURES["layer_profile_range"](exact, where={"norm": "none"}, column="grad_w_norm")
+    assert whole.value == pytest.approx(3.0)
+    # mean|δ| spans g^-(D-1) = 0.5^-7 = 128 at g = 0.5, depth 8
+    span = MEASURES["layer_profile_range"](
+        exact, where={"norm": "none"}, column="grad_act_mean_abs"
+    )
+    assert span.value == pytest.approx(128.0)
+    with pytest.raises(Missing):
+        MEASURES["layer_profile_range"](exact, where={"norm": "none"}, column="act_std", step=5)

@@ -225,6 +225,7 @@ ORDER = {
             "scale-invariance",
             "bn-backward",
             "running-average",
+            "linear-depth",
         ]
     )
 }
