@@ -123,7 +123,7 @@ PID_REUSE_SLACK_S = 60.0
 # How to finish a stale run, after "to finish it, ".
 RESUME_HINT = (
     "re-run the same command (the same run or sweep directory): "
-    "completed runs are skipped, a stale run starts again from step 0"
+    "completed runs are skipped, a stale run resumes from its last checkpoint (or step 0)"
 )
 
 

@@ -28,7 +28,17 @@ from bnexp.rundir import BUNDLED_SOURCE, BUNDLED_TEXT
 # Keys that never make two runs different experiments: the seed is aggregated over, the rest
 # changes where or how often things are written, not what is learnt.
 BOOKKEEPING_KEYS = frozenset(
-    {"seed", "threads", "plots", "logger", "data.root", "data.download", "log_every", "eval_every"}
+    {
+        "seed",
+        "threads",
+        "plots",
+        "logger",
+        "data.root",
+        "data.download",
+        "log_every",
+        "eval_every",
+        "checkpoint_every",
+    }
 )
 
 # Which varying key becomes the lines, the columns, the rows: the comparison a finding is

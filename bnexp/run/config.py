@@ -156,6 +156,9 @@ class Config:
     probe_size: int = 256  # held-out images in the fixed probe batch
     threads: int | None = None  # torch threads; None: cores / parallel jobs
     plots: bool = True  # draw the run's own figures at the end
+    # Steps between checkpoints (bnexp/run/checkpoint.py; taken at log steps), 0: none, null:
+    # every ~60 s of wall time (none in a shorter run). Re-running the command resumes.
+    checkpoint_every: int | None = None
 
 
 # Range of each norm.* key's value, checked whatever the norm (a bad value is a mistake even
@@ -243,6 +246,11 @@ def validate(cfg: Config) -> None:
             raise UserError(
                 f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
             )
+    if cfg.checkpoint_every is not None and cfg.checkpoint_every < 0:
+        raise UserError(
+            f"checkpoint_every={cfg.checkpoint_every} is not allowed: it must be an integer >= 0 "
+            "(steps between checkpoints; 0: none; null: about every 60 s)."
+        )
     cores = os.cpu_count() or 1
     if cfg.threads is not None and cfg.threads > cores:  # torch crashes on absurd counts
         raise UserError(
@@ -298,7 +306,7 @@ def config_hash(cfg: Any) -> str:
     """Identifies a run's configuration; keys that cannot change the numbers are left out
     (so that adding a key for one norm does not make every other finished run look new)."""
     plain = to_container(cfg)
-    for key in ("plots", "logger"):  # what is drawn or logged, not what is learnt
+    for key in ("plots", "logger", "checkpoint_every"):  # not what is learnt
         plain.pop(key, None)
     norm = plain.get("norm", {})
     if norm.get("name") in NORMS:

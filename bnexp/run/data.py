@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,18 +220,49 @@ def load_data(
     )
 
 
-def batch_indices(num_samples: int, batch_size: int, seed: int) -> Iterator[Tensor]:
-    """Index batches of a fresh seeded permutation each epoch, without end.
+class BatchOrder:
+    """Index batches of a fresh seeded permutation each epoch, without end (an iterator).
 
     The last incomplete batch of an epoch is dropped, so that every batch has `batch_size`
-    samples (a batch of one would break batch normalization).
+    samples (a batch of one would break batch normalization). Resumable: `state_dict()` holds
+    the generator's state before this epoch's permutation and the position in it, so a
+    restored order yields exactly the batches the original would have yielded next.
     """
-    if batch_size > num_samples:
-        raise UserError(
-            f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
-        )
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        order = torch.randperm(num_samples, generator=generator)
-        for start in range(0, num_samples - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int):
+        if batch_size > num_samples:
+            raise UserError(
+                f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
+            )
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.starts = range(0, num_samples - batch_size + 1, batch_size)
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        self.epoch_state = self.generator.get_state()
+        self.order = torch.randperm(self.num_samples, generator=self.generator)
+        self.position = 0  # batches of this epoch already handed out
+
+    def __iter__(self) -> BatchOrder:
+        return self
+
+    def __next__(self) -> Tensor:
+        if self.position == len(self.starts):
+            self._new_epoch()
+        start = self.starts[self.position]
+        self.position += 1
+        return self.order[start : start + self.batch_size]
+
+    def state_dict(self) -> dict:
+        return {"epoch_state": self.epoch_state.clone(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["epoch_state"])
+        self._new_epoch()
+        self.position = int(state["position"])
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int) -> BatchOrder:
+    """The batches of a run: see BatchOrder."""
+    return BatchOrder(num_samples, batch_size, seed)

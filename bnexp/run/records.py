@@ -36,20 +36,46 @@ def format_cell(value: Any) -> str:
 
 
 class CsvStream:
-    """A CSV file written one row at a time, flushed after every batch of rows."""
+    """A CSV file written one row at a time, flushed after every batch of rows.
 
-    def __init__(self, path: Path, columns: Sequence[str]):
+    keep_rows (a resumed run): the file's header and first `keep_rows` rows are kept and the
+    rows that follow are appended; `rows` counts the data rows in the file."""
+
+    def __init__(self, path: Path, columns: Sequence[str], keep_rows: int | None = None):
         self.columns = columns
-        self._file = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self.rows = 0
+        if keep_rows is not None:
+            cut_csv(path, columns, keep_rows)
+            self.rows = keep_rows
+        self._file = open(path, "a" if keep_rows is not None else "w", newline="")  # noqa: SIM115 - closed in close()
         self._writer = csv.writer(self._file)
-        self._writer.writerow(columns)
+        if keep_rows is None:
+            self._writer.writerow(columns)
 
     def write(self, rows: list[list[Any]]) -> None:
         self._writer.writerows([[format_cell(v) for v in row] for row in rows])
         self._file.flush()
+        self.rows += len(rows)
 
     def close(self) -> None:
         self._file.close()
+
+
+def cut_csv(path: Path, columns: Sequence[str], keep_rows: int) -> None:
+    """Cuts a CSV back to its header and first `keep_rows` rows (a resumed run's files, back to
+    its checkpoint). ValueError when the file has another header or fewer complete rows."""
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    header = ",".join(columns).encode()
+    if not lines or lines[0].rstrip(b"\r\n") != header:
+        raise ValueError(f"{path} does not start with the header {header.decode()}")
+    kept = lines[: 1 + keep_rows]
+    if len(kept) < 1 + keep_rows or not kept[-1].endswith(b"\n"):
+        raise ValueError(f"{path} holds fewer than {keep_rows} complete rows")
+    if len(kept) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
 
 
 # A list of integers only (e.g. probe_indices) as json.dumps(indent=2) spreads it, one per
@@ -98,9 +124,17 @@ class RunRecord:
         self.metrics: CsvStream | None = None
         self.layers: CsvStream | None = None
 
-    def open_csvs(self) -> None:
-        self.metrics = CsvStream(self.run_dir / METRICS_FILE, METRICS_COLUMNS)
-        self.layers = CsvStream(self.run_dir / LAYERS_FILE, LAYERS_COLUMNS)
+    def open_csvs(self, keep_rows: dict[str, int] | None = None) -> None:
+        """keep_rows (a resumed run): {"metrics_rows": n, "layers_rows": m} to keep."""
+        keep = keep_rows or {}
+        self.metrics = CsvStream(
+            self.run_dir / METRICS_FILE, METRICS_COLUMNS, keep.get("metrics_rows")
+        )
+        self.layers = CsvStream(self.run_dir / LAYERS_FILE, LAYERS_COLUMNS, keep.get("layers_rows"))
+
+    def row_counts(self) -> dict[str, int]:
+        """The data rows written so far, as a checkpoint records them."""
+        return {"metrics_rows": self.metrics.rows, "layers_rows": self.layers.rows}
 
     def update_meta(self, **fields: Any) -> None:
         self.meta.update(fields)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from bnexp.describe import config_summary, flatten_config
 from bnexp.errors import UserError
+from bnexp.run.checkpoint import Checkpointer, load_checkpoint
 from bnexp.run.config import Config, config_hash, to_container, validate
 from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
 from bnexp.run.records import RunRecord, environment
@@ -81,6 +82,10 @@ def execute(
         )
         return "skipped"
     refuse_live_run(run_dir)
+    # A run that stopped before the end (killed, interrupted, preempted and requeued) goes on
+    # from its last checkpoint, if it has one of this configuration.
+    resume = load_checkpoint(run_dir, digest)
+    previous, _warnings = read_meta(run_dir)
 
     record = RunRecord(run_dir)
     started = time.time()
@@ -93,7 +98,10 @@ def execute(
         data_source=None, train_size=None, test_size=None, **environment(), threads=threads,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_seconds=None, steps_per_second=None,
         pid=os.getpid(), host=this_host(), heartbeat=now_iso(), config=plain,
+        resumed_from_step=resume["step"] if resume else None,
+        resumes=previous.get("resumes", 0) + 1 if resume else 0,
     )  # fmt: skip
+    checkpointer = None
     try:
         config = as_config(cfg)
         validate(config)
@@ -124,8 +132,14 @@ def execute(
             from bnexp.run.augment import random_crop_flip
 
             augment = random_crop_flip
-        record.open_csvs()
-        outcome = run_training(config, data, record, augment, show_progress)
+        resume = open_csvs_to_resume(record, resume)
+        checkpointer = Checkpointer(
+            run_dir, digest, config.checkpoint_every, record.row_counts,
+            start_step=resume["step"] - 1 if resume else 0,
+        )  # fmt: skip
+        outcome = run_training(
+            config, data, record, augment, show_progress, checkpointer=checkpointer, resume=resume
+        )
     except KeyboardInterrupt:
         record.update_meta(status="interrupted", wall_seconds=elapsed(), heartbeat=now_iso())
         raise
@@ -152,7 +166,10 @@ def execute(
         status=outcome.status, steps_done=outcome.steps_done, diverged_at_step=outcome.diverged_at_step,
         wall_seconds=elapsed(), train_seconds=round(outcome.wall_seconds, 3),
         steps_per_second=round(outcome.steps_per_second, 1), heartbeat=now_iso(),
+        checkpoints=len(checkpointer.costs_ms),
+        checkpoint_ms=round(max(checkpointer.costs_ms), 1) if checkpointer.costs_ms else None,
     )  # fmt: skip
+    checkpointer.remove()  # finished: nothing to resume
     if outcome.status == "diverged":
         log.warning(
             "Run diverged (loss not finite) at step %d; what was logged is kept.",
@@ -162,6 +179,21 @@ def execute(
     log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, summary,
              outcome.wall_seconds, outcome.steps_per_second, run_dir)  # fmt: skip
     return outcome.status
+
+
+def open_csvs_to_resume(record: RunRecord, resume: dict | None) -> dict | None:
+    """Opens the run's CSVs, cut back to the checkpoint's rows when resuming; returns the
+    checkpoint to resume from, or None when the files do not hold its rows (then from 0)."""
+    if resume is not None:
+        try:
+            record.open_csvs(keep_rows=resume)
+            log.info("%s: resuming from step %d (its checkpoint).", record.run_dir, resume["step"])
+            return resume
+        except (OSError, ValueError) as error:
+            log.warning("cannot resume (%s): the run starts again from step 0.", error)
+            record.update_meta(resumed_from_step=None)
+    record.open_csvs()
+    return None
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -182,14 +214,17 @@ def out_of_memory_message(cfg: DictConfig | Config, error: BaseException) -> str
     )
 
 
-def run_training(config: Config, data, record: RunRecord, augment, show_progress: bool):
+def run_training(
+    config: Config, data, record: RunRecord, augment, show_progress: bool, *,
+    checkpointer: Checkpointer | None = None, resume: dict | None = None,
+):  # fmt: skip
     # logger=tensorboard: the same rows, and the captured pre-activations, as events in tb/.
     sink = open_logger(config.logger.name.value, record.run_dir, config.depth)
     bar = tqdm(
         total=config.steps, desc="bnexp", unit="step", dynamic_ncols=True,
         disable=not (show_progress and sys.stderr.isatty()), leave=False,
     )  # fmt: skip
-    done = {"step": 0}
+    done = {"step": resume["step"] - 1 if resume else 0}
     last_beat = {"at": time.monotonic()}
 
     def on_log(metrics_row: list, layer_rows: list[list]) -> None:
@@ -212,8 +247,9 @@ def run_training(config: Config, data, record: RunRecord, augment, show_progress
     histograms = sink.histograms if sink is not None else None
     try:
         return train(
-            config, data, on_log, augment=augment, progress=progress, on_capture=histograms
-        )
+            config, data, on_log, augment=augment, progress=progress, on_capture=histograms,
+            checkpointer=checkpointer, resume=resume,
+        )  # fmt: skip
     finally:
         bar.close()
         if sink is not None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bnexp.run.checkpoint import Checkpointer, restore_training_state, training_state
 from bnexp.run.config import Config, eval_interval, log_interval
 from bnexp.run.data import InMemoryData, batch_indices, probe_indices
 from bnexp.run.layers import hidden_blocks
@@ -104,12 +105,18 @@ def train(
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     progress: Callable[[int, float], None] | None = None,
     on_capture: Callable[[int, list[Tensor]], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: dict | None = None,
 ) -> Outcome:
     """Trains the network `cfg` describes for cfg.steps optimiser steps.
 
     on_capture(step, pre), if given, gets at every logged row the tensors its pre_* columns come
     from (each hidden layer's nonlinearity input on batch `step`), read-only: e.g. for
     TensorBoard's histograms (bnexp/run/tensorboard.py), with no extra forward pass.
+
+    checkpointer, if given, saves the loop's state after logged steps it finds due; resume, a
+    state it saved (bnexp/run/checkpoint.py), continues the run from there: the rows that follow
+    are those an uninterrupted run writes (elapsed_s aside).
 
     Row t (a logged step t = 0, log_every, ..., and t = cfg.steps) describes the network after
     t updates, i.e. trained on batches 0 .. t-1:
@@ -139,14 +146,22 @@ def train(
     probe_x = data.test_inputs[probe_indices(data.y_test, cfg.probe_size)]
     norms = [block.norm for block in blocks]
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
+    first_step, elapsed_before = 0, 0.0  # a resumed run: from its checkpoint
+    if resume is not None:
+        restore_training_state(resume, model=model, optimizer=optimizer, batches=batches,
+                               augment_generator=augment_generator)  # fmt: skip
+        first_step, elapsed_before = resume["step"], resume["elapsed_s"]
 
-    def elapsed() -> float:
-        return time.perf_counter() - start
+    def elapsed() -> float:  # s of training, the sessions before a resume included
+        return time.perf_counter() - start + elapsed_before
+
+    def rate(steps: int) -> float:  # steps/s of this session
+        return (steps - first_step) / max(elapsed() - elapsed_before, 1e-9)
 
     # Train loss and accuracy are averaged over the steps since the previous row.
     loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
     start = time.perf_counter()
-    for step in range(cfg.steps + 1):
+    for step in range(first_step, cfg.steps + 1):
         index = next(batches)
         x, y = data.train_batch(index)
         if augment is not None:
@@ -171,7 +186,7 @@ def train(
         loss_value = loss.item()
         if not math.isfinite(loss_value):  # a divergence is a result: record it and stop
             on_log([step, loss_value, None, test_loss, test_acc, lr, round(elapsed(), 3)], [])
-            return Outcome("diverged", step, step, elapsed(), step / elapsed(), model)
+            return Outcome("diverged", step, step, elapsed(), rate(step), model)
         loss_sum += loss_value
         # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
         correct += int(np.count_nonzero(logits.detach().numpy().argmax(1) == y.numpy()))
@@ -198,5 +213,10 @@ def train(
         loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
         if progress is not None:
             progress(step, train_loss)
+        if checkpointer is not None and not final and checkpointer.due(step):
+            checkpointer.save(
+                training_state(step=step + 1, model=model, optimizer=optimizer, batches=batches,
+                               augment_generator=augment_generator, elapsed_s=elapsed())
+            )  # fmt: skip
 
-    return Outcome("completed", cfg.steps, None, elapsed(), cfg.steps / elapsed(), model)
+    return Outcome("completed", cfg.steps, None, elapsed(), rate(cfg.steps), model)
