@@ -928,12 +928,12 @@ def layer_factor(
     worst = detail.loc[detail["deviation"].abs().idxmax()]
     value = float(abs(worst["deviation"]))
     parts = "; ".join(
-        " ".join(f"{k}={row[k]:g}" for k in group_by) + f": {row['factor']:.3g}"
+        " ".join(f"{k}={row[k]:g}" for k in group_by) + f": {row['factor']:.4g}"
         for _, row in detail.iterrows()
     )
     text = (
         f"{column} per layer towards the {toward} at step {step} ({describe(where)}): {parts}; "
-        f"largest deviation from {expected_key} {100 * value:.1f}%"
+        f"largest deviation from {expected_key} {100 * value:.2f}%"
     )
     return Measurement(value, text, detail=detail)
 
@@ -976,12 +976,12 @@ def depth_factor(
     detail["deviation"] = detail["factor"] / detail[expected_key] - 1
     value = float(detail["deviation"].abs().max())
     parts = "; ".join(
-        f"{expected_key}={r[expected_key]:g}: {r['factor']:.3g}" for _, r in detail.iterrows()
+        f"{expected_key}={r[expected_key]:g}: {r['factor']:.4g}" for _, r in detail.iterrows()
     )
     text = (
         f"{column} (hidden layers >= {first_layer}, step {step}) per added layer of depth "
         f"({describe(where)}, depths {', '.join(str(int(d)) for d in detail['depths'].iloc[0])}): {parts}; "
-        f"largest deviation from {expected_key} {100 * value:.1f}%"
+        f"largest deviation from {expected_key} {100 * value:.2f}%"
     )
     return Measurement(value, text, detail=detail.drop(columns="depths"))
 
@@ -1007,7 +1007,7 @@ def layer_profile_range(
     )
     text = (
         f"{column} max/min over hidden layers >= {first_layer} at step {step} ({describe(where)}, "
-        f"{len(detail)} runs): largest {value:.3g} ({where_worst}), smallest {detail['max_over_min'].min():.3g}"
+        f"{len(detail)} runs): largest {value:.4g} ({where_worst}), smallest {detail['max_over_min'].min():.4g}"
     )
     return Measurement(value, text, detail=detail)
 

@@ -1016,8 +1016,8 @@ def linear_depth(ctx: FigureContext) -> Figure:
     hidden layer at step 0 at the largest depth, without BN (solid) and with BN (dashed);
     (c) the hidden layers' ||dL/dW|| vs depth without BN, with the predicted g^D; (d) (b) at
     the 'early training' step of the claims."""
-    fig, axes = style.new_figure(1, 4, panel_height=2.3)
-    ax_a, ax_b, ax_c, ax_d = axes[0]
+    fig, axes = style.new_figure(2, 2, panel_height=2.2)
+    (ax_a, ax_b), (ax_c, ax_d) = axes
     runs = ctx.tables.runs
     handles: list[Any] = []
     early = max([int((c.get("args") or {}).get("step", 0)) for c in ctx.finding.claims] + [0])
@@ -1068,10 +1068,10 @@ def linear_depth(ctx: FigureContext) -> Figure:
         ]
         for ax in (ax_a, ax_b, ax_c, ax_d):
             ax.set_yscale("log")
-        ax_a.set_title(f"(a) act_std, step 0, depth {depth}")
-        ax_b.set_title(f"(b) mean |dL/dh|, step 0, depth {depth}")
-        ax_d.set_title(f"(d) mean |dL/dh|, step {early}, depth {depth}")
-    ax_c.set_title("(c) ||dL/dW_k||, k >= 2, no BN")
+        ax_a.set_title(f"(a) act_std, step 0, D = {depth}")
+        ax_b.set_title(f"(b) mean |dL/dh|, step 0, D = {depth}")
+        ax_d.set_title(f"(d) mean |dL/dh|, step {early}, D = {depth}")
+    ax_c.set_title("(c) ||dL/dW_k|| (k >= 2), no BN")
     for ax in (ax_a, ax_b, ax_d):
         ax.set_xlabel("hidden layer")
     ax_c.set_xlabel("depth D (hidden layers)")
@@ -1079,7 +1079,8 @@ def linear_depth(ctx: FigureContext) -> Figure:
         "act=identity, width 100, every weight g times an orthogonal matrix (init=orthogonal), biases 0; "
         "geometric mean over seeds. Prediction: x g per layer forward, x g per layer towards the input, "
         "||dL/dW_k|| equal over k = 2..D and proportional to g^D. Yang et al. 2019 (Sec. 3.1.2): with BN "
-        "gradients grow by only sqrt((B-2)/(B-3)) per layer.",
+        "gradients grow by only sqrt((B-2)/(B-3)) per layer. A run that diverged before step "
+        f"{early} has no curve in (d).",
         *ctx.caption,
     ]
     return decorate(fig, "Deep linear network of gain g, without and with BN", caption, handles)
