@@ -136,7 +136,13 @@ def load_manifest(sweep_dir: Path) -> SweepRun | None:
         manifest = json.loads((sweep_dir / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    jobs = [Path(p) for p in manifest.get("jobs", []) if Path(p).is_dir()]
+    # A job is found where the manifest says, or by its name inside this sweep folder: a sweep
+    # made elsewhere (another machine, another --out) and copied here still reads.
+    jobs = []
+    for recorded in map(Path, manifest.get("jobs", [])):
+        here = sweep_dir / recorded.name
+        if recorded.is_dir() or here.is_dir():
+            jobs.append(recorded if recorded.is_dir() else here)
     return SweepRun(
         sweep_dir,
         jobs,

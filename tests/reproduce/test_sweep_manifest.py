@@ -1,0 +1,32 @@
+"""A sweep made elsewhere and copied here (another machine, another --out) still reads."""
+
+from __future__ import annotations
+
+import json
+
+from bnexp.reproduce.sweeps import MANIFEST, load_manifest
+
+
+def test_jobs_recorded_under_another_path_are_found_by_name(tmp_path):
+    sweep = tmp_path / "runs" / "fig1" / "paper-abc"
+    for name in ("norm=batch,seed=0", "norm=none,seed=0"):
+        (sweep / name).mkdir(parents=True)
+    recorded = [
+        f"/elsewhere/out/runs/fig1/paper-abc/{n}"
+        for n in ("norm=batch,seed=0", "norm=none,seed=0", "gone")
+    ]
+    (sweep / MANIFEST).write_text(
+        json.dumps({"jobs": recorded, "command": "bnexp run -m x=1", "seconds": 3})
+    )
+    found = load_manifest(sweep)
+    assert [p.name for p in found.jobs] == ["norm=batch,seed=0", "norm=none,seed=0"]
+    assert all(p.parent == sweep for p in found.jobs)
+
+
+def test_jobs_at_their_recorded_path_are_kept(tmp_path):
+    sweep = tmp_path / "s"
+    job = tmp_path / "other" / "job0"
+    job.mkdir(parents=True)
+    sweep.mkdir()
+    (sweep / MANIFEST).write_text(json.dumps({"jobs": [str(job)]}))
+    assert load_manifest(sweep).jobs == [job]
