@@ -231,3 +231,50 @@ def test_cnn_killed_with_sigkill_resumes_to_the_csvs_of_an_uninterrupted_run(tmp
               "batch_size=16", "steps=400", "log_every=5", "probe_size=16", "plots=false",
               "threads=1"]  # fmt: skip
     check_kill_and_resume(common, every=20, tmp_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_skips_its_finished_job_and_resumes_the_half_done_one(tmp_path):
+    common = ["norm=batch", "depth=2", "width=32", "steps=4000", "log_every=20",
+              "plots=false", "threads=1", "data.source=bundled"]  # fmt: skip
+    sweep = tmp_path / "sweep"
+    args = ["run", "-m", f"hydra.sweep.dir={sweep}", "seed=0,1", "checkpoint_every=400", *common]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bnexp", *args], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def job_dir(seed: int) -> Path | None:
+        for meta in sweep.glob("*/meta.json"):
+            if json.loads(meta.read_text() or "{}").get("config", {}).get("seed") == seed:
+                return meta.parent
+        return None
+
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and process.poll() is None:
+            second = job_dir(1)
+            if second is not None and (second / CHECKPOINT_FILE).exists():
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    first, second = job_dir(0), job_dir(1)
+    assert json.loads((first / "meta.json").read_text())["status"] == "completed"
+    stamp = (first / "layers.csv").stat().st_mtime_ns
+
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    output = again.stdout + again.stderr
+    assert output.count("skipped") == 1 and output.count("resuming from step") == 1
+    assert (first / "layers.csv").stat().st_mtime_ns == stamp  # not retrained
+    meta = json.loads((second / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["resumed_from_step"] > 0
+
+    reference = tmp_path / "reference"
+    done = run_cli(["run", "seed=1", *common, f"hydra.run.dir={reference}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (second / "layers.csv").read_bytes() == (reference / "layers.csv").read_bytes()
+    assert metric_rows(second) == metric_rows(reference)
