@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -278,3 +279,39 @@ def test_a_killed_sweep_skips_its_finished_job_and_resumes_the_half_done_one(tmp
     assert done.returncode == 0, done.stderr
     assert (second / "layers.csv").read_bytes() == (reference / "layers.csv").read_bytes()
     assert metric_rows(second) == metric_rows(reference)
+
+
+@pytest.mark.slow
+def test_submitit_local_requeues_a_preempted_job_which_resumes_from_its_checkpoint(tmp_path):
+    """SIGUSR2 is submitit's preemption signal: the launcher's checkpoint() requeues the same
+    job (same arguments, same job directory), and the requeued process resumes the run."""
+    common = ["norm=batch", "depth=2", "width=32", "steps=4000", "log_every=20",
+              "plots=false", "threads=1", "data.source=bundled"]  # fmt: skip
+    sweep = tmp_path / "sweep"
+    args = ["run", "-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}",
+            "seed=1", "checkpoint_every=400", *common]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bnexp", *args], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline, job = time.time() + 180, None
+    while time.time() < deadline and process.poll() is None:
+        metas = list(sweep.glob("*/meta.json"))
+        if metas and (metas[0].parent / CHECKPOINT_FILE).exists():
+            job = metas[0].parent
+            break
+        time.sleep(0.02)
+    assert job is not None, "no checkpoint before the sweep ended"
+    pid = json.loads((job / "meta.json").read_text())["pid"]
+    os.kill(pid, signal.SIGUSR2)  # the job's own process, as SLURM signals it
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    meta = json.loads((job / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["resumed_from_step"] > 0
+    assert meta["pid"] != pid
+
+    reference = tmp_path / "reference"
+    done = run_cli(["run", "seed=1", *common, f"hydra.run.dir={reference}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (job / "layers.csv").read_bytes() == (reference / "layers.csv").read_bytes()
+    assert metric_rows(job) == metric_rows(reference)
