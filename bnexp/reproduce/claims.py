@@ -1012,6 +1012,54 @@ def layer_profile_range(
     return Measurement(value, text, detail=detail)
 
 
+def _init_setting(row: pd.Series) -> str:
+    """'default' or 'gaussian <std>': the init a run used (init_std is unused by default)."""
+    if str(row.get("init")) == "gaussian":
+        return f"gaussian {float(row['init_std']):g}"
+    return str(row.get("init"))
+
+
+def final_accuracy_range(
+    tables: Tables, where: dict, diverged_accuracy: float = 0.1, last_evals: int = 3
+) -> Measurement:
+    """How much the final test accuracy of `where`'s runs depends on their initialisation:
+    per init setting (init=default, or init=gaussian at each init_std), the seed mean of the
+    final accuracy (mean of the last `last_evals` evaluations; a diverged run counts as
+    `diverged_accuracy`, chance); value = max - min over the settings, in points."""
+    runs = variant_runs(tables, where, allow_diverged=True)
+    finals = []
+    for _, run in runs.iterrows():
+        if run["status"] == "diverged":
+            accuracy = diverged_accuracy
+        else:
+            accuracy = final_accuracy(tables, run["run_id"], last_evals)
+        finals.append(
+            {
+                "init_setting": _init_setting(run),
+                "accuracy": accuracy,
+                "diverged": run["status"] == "diverged",
+            }
+        )
+    frame = pd.DataFrame(finals)
+    detail = frame.groupby("init_setting", as_index=False).agg(
+        accuracy=("accuracy", "mean"), runs=("accuracy", "size"), diverged=("diverged", "sum")
+    )
+    if len(detail) < 2:
+        raise Missing(f"{describe(where)}: fewer than two init settings")
+    best, worst = detail.loc[detail["accuracy"].idxmax()], detail.loc[detail["accuracy"].idxmin()]
+    value = 100 * float(best["accuracy"] - worst["accuracy"])
+    parts = ", ".join(
+        f"{r['init_setting']}: {_pct(r['accuracy'])}"
+        + (f" ({int(r['diverged'])} diverged)" if r["diverged"] else "")
+        for _, r in detail.iterrows()
+    )
+    text = (
+        f"final test accuracy of {describe(where)} by init: {parts}; range {value:.1f} points "
+        f"({worst['init_setting']} lowest, {best['init_setting']} highest)"
+    )
+    return Measurement(value, text, detail=detail)
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -1033,6 +1081,7 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         layer_factor,
         depth_factor,
         layer_profile_range,
+        final_accuracy_range,
     )
 }
 

@@ -1086,6 +1086,75 @@ def linear_depth(ctx: FigureContext) -> Figure:
     return decorate(fig, "Deep linear network of gain g, without and with BN", caption, handles)
 
 
+# --------------------------------------------------------------------------------------------
+# init-scale
+# --------------------------------------------------------------------------------------------
+
+
+def _final_or_chance(ctx: FigureContext, run: pd.Series) -> float:
+    """As the claims count it: the final accuracy, a diverged run at chance (10%)."""
+    return 0.1 if run["status"] == "diverged" else _final_acc(ctx, run["run_id"])
+
+
+@style.styled
+def init_scale(ctx: FigureContext) -> Figure:
+    """Final test accuracy vs init_std (N(0, init_std^2) weights), with and without BN, one
+    panel per activation; PyTorch's default init as a dotted line of the same colour."""
+    fig, axes = style.new_figure(1, 2, panel_height=2.4)
+    handles: list[Any] = [
+        Line2D([], [], color=BN_COLOR, marker="o", label="With BN"),
+        Line2D([], [], color=PLAIN_COLOR, marker="s", linestyle="--", label="Without BN"),
+        Line2D([], [], color="black", linestyle=":", label="PyTorch's default init"),
+    ]
+    for ax, act in zip(axes[0], ("sigmoid", "relu"), strict=True):
+        ax.set_title(f"{act}")
+        ax.set_xlabel("init_std (weights N(0, init_std²))")
+        ax.set_ylabel("final test accuracy (%)")
+        drawn = False
+        for norm, color, marker, linestyle in (
+            ("batch", BN_COLOR, "o", "-"),
+            ("none", PLAIN_COLOR, "s", "--"),
+        ):
+            gaussian = _runs(ctx, {"norm": norm, "act": act, "init": "gaussian"})
+            if not gaussian.empty:
+                finals = gaussian.assign(
+                    final=[_final_or_chance(ctx, r) for _, r in gaussian.iterrows()]
+                )
+                by_std = finals.groupby("init_std")["final"]
+                mean = by_std.mean()
+                ax.plot(
+                    mean.index, 100 * mean.values, color=color, marker=marker, linestyle=linestyle
+                )
+                ax.fill_between(
+                    mean.index,
+                    100 * by_std.min(),
+                    100 * by_std.max(),
+                    color=color,
+                    alpha=0.15,
+                    linewidth=0,
+                )
+                drawn = True
+            default = _runs(ctx, {"norm": norm, "act": act, "init": "default"})
+            if not default.empty:
+                value = np.mean([_final_or_chance(ctx, r) for _, r in default.iterrows()])
+                ax.axhline(100 * value, color=color, linestyle=":", linewidth=1)
+                drawn = True
+        if not drawn:
+            style.no_data(ax)
+            continue
+        ax.axhline(10, color=style.MUTED, linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 100)
+    caption = [
+        "3 x 100 MLP, binary MNIST, SGD lr 0.1, batch 60; final = mean of the last 3 evaluations, a diverged run "
+        "counted at chance (10%); seed mean, band = min-max. Claim source: Ioffe & Szegedy 2015, abstract and Sec. 3.3.",
+        *ctx.caption,
+    ]
+    return decorate(
+        fig, "Sensitivity of the final accuracy to the initial weight scale", caption, handles
+    )
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1100,4 +1169,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "bn_backward": bn_backward,
     "running_average": running_average,
     "linear_depth": linear_depth,
+    "init_scale": init_scale,
 }

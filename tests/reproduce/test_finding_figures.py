@@ -46,6 +46,15 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
         "grid": {"norm": ["batch", "none"], "init_gain": [0.5, 1.5], "depth": [10, 20]},
         "depth": 10,
     },
+    "init_scale": {
+        "grid": {
+            "norm": ["batch", "none"],
+            "act": ["sigmoid", "relu"],
+            "init": ["gaussian", "default"],
+            "init_std": [0.001, 1.0, 10.0],
+        },
+        "diverged": [{"norm": "none", "act": "relu", "init_std": 10.0}],
+    },
 }
 
 

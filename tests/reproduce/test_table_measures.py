@@ -195,3 +195,41 @@ def test_depth_factor_and_layer_profile_range():
     assert span.value == pytest.approx(128.0)
     with pytest.raises(Missing):
         MEASURES["layer_profile_range"](exact, where={"norm": "none"}, column="act_std", step=5)
+
+
+def test_final_accuracy_range_counts_each_init_once_and_divergence_as_chance():
+    runs, metrics = [], []
+    # (init, init_std, seed, status, final accuracy)
+    spec = [
+        ("gaussian", 0.001, 0, "completed", 0.50),
+        ("gaussian", 0.001, 1, "completed", 0.70),  # mean 60%
+        ("gaussian", 10.0, 0, "diverged", 0.95),  # counted as chance: 10%
+        ("gaussian", 10.0, 1, "completed", 0.30),  # mean 20%
+        ("default", 0.001, 0, "completed", 0.90),  # default ignores init_std: one setting,
+        ("default", 10.0, 0, "completed", 0.90),  # the same run twice, mean 90%
+    ]
+    for index, (init, std, seed, status, accuracy) in enumerate(spec):
+        run_id = f"r{index}"
+        runs.append(
+            {
+                "run_id": run_id,
+                "status": status,
+                "norm": "none",
+                "act": "relu",
+                "init": init,
+                "init_std": std,
+                "seed": seed,
+            }
+        )
+        metrics += [
+            {"run_id": run_id, "step": step, "test_acc": accuracy} for step in (100, 200, 300)
+        ]
+    tables = Tables(
+        pd.DataFrame(runs),
+        pd.DataFrame(metrics),
+        pd.DataFrame({"run_id": [], "step": [], "layer": []}),
+    )
+    measured = MEASURES["final_accuracy_range"](tables, where={"norm": "none", "act": "relu"})
+    assert measured.value == pytest.approx(70.0)  # default 90% - gaussian 10 20%
+    assert sorted(measured.detail["init_setting"]) == ["default", "gaussian 0.001", "gaussian 10"]
+    assert "1 diverged" in measured.text

@@ -226,6 +226,7 @@ ORDER = {
             "bn-backward",
             "running-average",
             "linear-depth",
+            "init-scale",
         ]
     )
 }
