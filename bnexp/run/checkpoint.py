@@ -28,6 +28,7 @@ CHECKPOINT_EVERY_S writes none: its checkpoint would cost more than it could sav
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -95,8 +96,15 @@ def restore_training_state(
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """torch.save to <path>.tmp, then renamed over `path`: never a torn file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()  # serialised in memory first: a failed write is then a plain
+    torch.save(state, buffer)  # OSError with its errno (torch's own writer raises RuntimeError)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: the previous checkpoint stays, whole
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(run_dir: Path, digest: str) -> dict[str, Any] | None:

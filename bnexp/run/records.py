@@ -6,6 +6,7 @@ replaced atomically, so a reader never sees half of it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -87,8 +88,12 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     text = json.dumps(payload, indent=2, sort_keys=False, default=str)
     text = _INT_LIST.sub(lambda m: re.sub(r"\s+", "", m.group()).replace(",", ", "), text)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    except OSError:  # e.g. a full disk: the previous meta.json stays, whole
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def git_commit() -> str | None:
@@ -143,4 +148,7 @@ class RunRecord:
     def close(self) -> None:
         for stream in (self.metrics, self.layers):
             if stream is not None:
-                stream.close()
+                # A full disk fails the flush of what is still buffered: the rows flushed at
+                # earlier log steps are on disk, and the write's own error is the one to report.
+                with contextlib.suppress(OSError):
+                    stream.close()

@@ -3,6 +3,8 @@ figures, plots=true, are drawn when its job ends: bnexp.analysis.job_plots, name
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import sys
@@ -149,16 +151,22 @@ def execute(
         )
         raise
     except Exception as error:
+        if is_write_error(error):  # a full disk or an unwritable directory: say so, keep files
+            message = write_error_message(run_dir, error, record)
+            with contextlib.suppress(OSError):  # the disk may not take even this
+                record.update_meta(status="failed", error=message, wall_seconds=elapsed())
+            raise UserError(message) from None
         if is_out_of_memory(error):  # asking for a network too big for the machine: a user error
             message = out_of_memory_message(cfg, error)
             record.update_meta(
                 status="failed", error=message, wall_seconds=elapsed(), heartbeat=now_iso()
             )
             raise UserError(message) from None
-        record.update_meta(
-            status="failed", error=f"{type(error).__name__}: {error}",
-            traceback=traceback.format_exc(), wall_seconds=elapsed(), heartbeat=now_iso(),
-        )  # fmt: skip
+        with contextlib.suppress(OSError):  # a disk that takes no more: the error is `error`
+            record.update_meta(
+                status="failed", error=f"{type(error).__name__}: {error}",
+                traceback=traceback.format_exc(), wall_seconds=elapsed(), heartbeat=now_iso(),
+            )  # fmt: skip
         raise
     finally:
         record.close()
@@ -194,6 +202,27 @@ def open_csvs_to_resume(record: RunRecord, resume: dict | None) -> dict | None:
             record.update_meta(resumed_from_step=None)
     record.open_csvs()
     return None
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def is_write_error(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in WRITE_ERRORS
+
+
+def write_error_message(run_dir: Path, error: OSError, record: RunRecord) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    kept = (
+        f"metrics.csv and layers.csv keep every row up to step {record.meta.get('steps_done')}"
+        if record.metrics is not None
+        else "nothing was trained yet"
+    )
+    return (
+        f"cannot write to the run directory {run_dir}{where}: {error.strerror or error}. "
+        f"What was written is kept ({kept}). Free space or fix the directory's permissions, "
+        "then re-run the same command: it resumes from the last checkpoint, if one was written."
+    )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
