@@ -73,8 +73,10 @@ class RunTables:
         """
         from bnexp.reproduce.claims import Tables
 
-        frames = [frame.assign(run_id=frame["run_dir"].astype(str)) for frame in
-                  (self.runs, self.metrics, self.layers)]  # fmt: skip
+        frames = [
+            frame.assign(run_id=frame["run_dir"].astype(str))
+            for frame in (self.runs, self.metrics, self.layers)
+        ]
         return Tables(*frames)
 
 

@@ -66,9 +66,19 @@ def write_sweep(root: Path, n_runs: int) -> None:
         (run_dir / ".hydra" / "config.yaml").write_text(
             CONFIG_YAML.format(norm=norm, act=act, lr=lr, seed=seed % 5)
         )
-        meta = {"status": "completed", "steps_done": 5000, "diverged_at_step": None, "config_hash": f"{job:016x}",
-                "data_source": "bundled-mnist5k", "train_size": 4000, "test_size": 1000, "threads": 1,
-                "wall_seconds": 6.1, "steps_per_second": 900.0, "probe_indices": list(range(256))}  # fmt: skip
+        meta = {
+            "status": "completed",
+            "steps_done": 5000,
+            "diverged_at_step": None,
+            "config_hash": f"{job:016x}",
+            "data_source": "bundled-mnist5k",
+            "train_size": 4000,
+            "test_size": 1000,
+            "threads": 1,
+            "wall_seconds": 6.1,
+            "steps_per_second": 900.0,
+            "probe_indices": list(range(256)),
+        }
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
         metrics = pd.DataFrame(
             rng.random((len(steps), len(METRICS_COLUMNS))), columns=list(METRICS_COLUMNS)
@@ -104,10 +114,12 @@ def main() -> None:
             start = time.perf_counter()
             collect(find_runs([root]))
             reading.append(time.perf_counter() - start)
-    print(f"load_runs on {len(tables.runs)} runs ({len(tables.layers):,} layer rows, "
-          f"{len(tables.metrics):,} metrics rows; varying {', '.join(tables.keys)}): "
-          f"median {statistics.median(totals):.2f} s of {args.repeats} "
-          f"(reading the files, collect: {statistics.median(reading):.2f} s)")  # fmt: skip
+    print(
+        f"load_runs on {len(tables.runs)} runs ({len(tables.layers):,} layer rows, "
+        f"{len(tables.metrics):,} metrics rows; varying {', '.join(tables.keys)}): "
+        f"median {statistics.median(totals):.2f} s of {args.repeats} "
+        f"(reading the files, collect: {statistics.median(reading):.2f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,13 @@ from bnexp.rundir import LAYER_STAT_COLUMNS
 
 def default_config(steps: int, logger: str) -> Config:
     cfg = OmegaConf.structured(Config)
-    for key, value in {"steps": steps, "data.source": "bundled", "data.download": False,
-                       "plots": False, "logger.name": logger}.items():  # fmt: skip
+    for key, value in {
+        "steps": steps,
+        "data.source": "bundled",
+        "data.download": False,
+        "plots": False,
+        "logger.name": logger,
+    }.items():
         OmegaConf.update(cfg, key, value, merge=False)
     return OmegaConf.to_object(cfg)
 
@@ -65,9 +70,11 @@ def bench_runs(rounds: int, steps: int, threads: int) -> None:
                 speed[logger].append(got[logger][0])
                 cpu[logger].append(got[logger][1])
             ratios.append(got["tensorboard"][0] / got["none"][0])
-            print(f"round {r + 1}: none {got['none'][0]:7.1f} steps/s ({got['none'][1]:.2f} CPU s), "
-                  f"tensorboard {got['tensorboard'][0]:7.1f} steps/s ({got['tensorboard'][1]:.2f} CPU s), "
-                  f"ratio {ratios[-1]:.3f}")  # fmt: skip
+            print(
+                f"round {r + 1}: none {got['none'][0]:7.1f} steps/s ({got['none'][1]:.2f} CPU s), "
+                f"tensorboard {got['tensorboard'][0]:7.1f} steps/s ({got['tensorboard'][1]:.2f} CPU s), "
+                f"ratio {ratios[-1]:.3f}"
+            )
     print(
         f"(a) default run, {steps} steps, {rounds} interleaved rounds: median steps/s "
         f"none {statistics.median(speed['none']):.1f}, tensorboard "
@@ -96,8 +103,10 @@ def bench_events(shapes: list[tuple[int, ...]], label: str, repeats: int = 50) -
             sink.histograms(step, pre)
         histograms_ms = (time.perf_counter() - start) / repeats * 1e3
         sink.close()
-    print(f"(b) {label}: one log step's scalars {scalars_ms:.3f} ms, its {depth} histograms "
-          f"{histograms_ms:.3f} ms ({histograms_ms / depth:.3f} ms each)")  # fmt: skip
+    print(
+        f"(b) {label}: one log step's scalars {scalars_ms:.3f} ms, its {depth} histograms "
+        f"{histograms_ms:.3f} ms ({histograms_ms / depth:.3f} ms each)"
+    )
 
 
 def main() -> None:

@@ -98,8 +98,13 @@ def test_load_run_calls_a_killed_run_stale_and_reads_meta_config_without_hydra(t
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     meta = json.loads((run_dir / "meta.json").read_text())
-    meta.update(status="running", pid=dead.pid, host=this_host(), started_at="2026-01-01T00:00:00",
-                config={"depth": 2, "norm": {"name": "layer"}})  # fmt: skip
+    meta.update(
+        status="running",
+        pid=dead.pid,
+        host=this_host(),
+        started_at="2026-01-01T00:00:00",
+        config={"depth": 2, "norm": {"name": "layer"}},
+    )
     (run_dir / "meta.json").write_text(json.dumps(meta))
     run = bnexp.load_run(run_dir)
     assert run.status == "stale"
@@ -229,9 +234,13 @@ def test_run_from_a_fresh_directory_as_in_the_issue(tmp_path):
     code = "import bnexp; r = bnexp.run(['steps=200', 'data.source=bundled', 'plots=false']); print(r.layers.shape, r.status)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stderr
     # 200 steps, a row every 2 steps (about 100 rows) and the final one: 101 rows x 3 layers.
     assert done.stdout.split() == ["(303,", "28)", "completed"]

@@ -23,8 +23,13 @@ def test_the_tutorial_has_its_steps():
     blocks = python_blocks(TUTORIAL.read_text())
     assert len(blocks) == 5
     code = "\n".join(blocks)
-    for call in ("bnexp.run(", "bnexp.load_run(", "bnexp.load_runs(", "bnexp.steps_to_reach(",
-                 "savefig("):  # fmt: skip
+    for call in (
+        "bnexp.run(",
+        "bnexp.load_run(",
+        "bnexp.load_runs(",
+        "bnexp.steps_to_reach(",
+        "savefig(",
+    ):
         assert call in code, call
 
 
@@ -36,12 +41,15 @@ def test_the_readme_links_the_tutorial():
 def test_the_tutorials_code_runs(tmp_path):
     script = tmp_path / "tutorial.py"
     script.write_text("\n\n".join(python_blocks(TUTORIAL.read_text())))
-    env = {**os.environ, "BNEXP_TUTORIAL_STEPS": "60", "MPLBACKEND": "Agg",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {**os.environ, "BNEXP_TUTORIAL_STEPS": "60", "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     sweep = tmp_path / "results" / "sweeps" / "tutorial"
     figure = sweep / "layer1_gradient.png"

@@ -51,12 +51,21 @@ def test_keys_and_group_choices_come_from_the_schema_and_configs():
 
 
 def test_tab_offers_keys_values_commands_and_flags(script):
-    assert complete(script, "bnexp ") == ["run", "figures", "reproduce", "completion", "--help",
-                                          "--version"]  # fmt: skip
+    assert complete(script, "bnexp ") == [
+        "run",
+        "figures",
+        "reproduce",
+        "completion",
+        "--help",
+        "--version",
+    ]
     assert complete(script, "bnexp r") == ["run", "reproduce"]
     assert complete(script, "bnexp run de") == ["depth="]
     assert complete(script, "bnexp run norm=none optim.") == [
-        "optim.lr=", "optim.momentum=", "optim.weight_decay="]  # fmt: skip
+        "optim.lr=",
+        "optim.momentum=",
+        "optim.weight_decay=",
+    ]
     # '=' is a word break in bash's default COMP_WORDBREAKS: the reply replaces what follows it.
     assert complete(script, "bnexp run act=si") == ["sigmoid"]
     assert complete(script, "bnexp run depth=3 logger=") == ["none", "tensorboard"]

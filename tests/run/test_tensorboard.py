@@ -22,14 +22,26 @@ from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E4
     EventAccumulator,
 )
 
-METRIC_TAGS = {"train/loss": "train_loss", "train/acc": "train_acc",
-               "test/loss": "test_loss", "test/acc": "test_acc"}  # fmt: skip
+METRIC_TAGS = {
+    "train/loss": "train_loss",
+    "train/acc": "train_acc",
+    "test/loss": "test_loss",
+    "test/acc": "test_acc",
+}
 LAYER_SCALARS = ("grad_w_mean_abs", "grad_w_norm", "act_sat_frac", "gamma_mean", "beta_mean")
 
 
 def tiny_config(**overrides):
-    base = {"data.source": "bundled", "data.download": False, "steps": 20, "log_every": 5,
-            "eval_every": 10, "width": 16, "probe_size": 32, "batch_size": 30}  # fmt: skip
+    base = {
+        "data.source": "bundled",
+        "data.download": False,
+        "steps": 20,
+        "log_every": 5,
+        "eval_every": 10,
+        "width": 16,
+        "probe_size": 32,
+        "batch_size": 30,
+    }
     return make_config(**{**base, **overrides})
 
 
