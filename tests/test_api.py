@@ -45,7 +45,11 @@ def test_import_bnexp_is_cheap_and_reading_never_loads_torch(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["(123,", "28)", "1"]  # 41 log steps x 3 layers
+    assert done.stdout.split() == [
+        "(123,",
+        f"{len(LAYERS_COLUMNS)})",
+        "1",
+    ]  # 41 log steps x 3 layers
 
 
 def test_bnexp_run_is_callable_whichever_import_comes_first():
@@ -243,7 +247,7 @@ def test_run_from_a_fresh_directory_as_in_the_issue(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     # 200 steps, a row every 2 steps (about 100 rows) and the final one: 101 rows x 3 layers.
-    assert done.stdout.split() == ["(303,", "28)", "completed"]
+    assert done.stdout.split() == ["(303,", f"{len(LAYERS_COLUMNS)})", "completed"]
     (run_dir,) = (tmp_path / "results" / "runs").glob("*/*")
     assert run_dir.name.endswith("_data.source=bundled,plots=false,steps=200")
 
