@@ -1060,6 +1060,88 @@ def final_accuracy_range(
     return Measurement(value, text, detail=detail)
 
 
+def _growth(
+    tables: Tables, table: str, where: dict, column: str, first_layer: int, skip_top: int
+) -> pd.DataFrame:
+    from bnexp.reproduce.layer_growth import growth_factors
+
+    rows = select(_extra(tables, table), where)
+    if rows.empty:
+        raise Missing(f"no rows in table {table!r} with {describe(where)}")
+    try:
+        out = growth_factors(rows, column, first_layer, skip_top)
+    except ValueError as error:
+        raise Missing(f"{describe(where)}: {error}") from None
+    if out.empty:
+        raise Missing(f"{describe(where)}: no hidden layers {first_layer} .. depth - {skip_top}")
+    return out
+
+
+def layer_growth(
+    tables: Tables,
+    where: dict,
+    expected: str | float,
+    column: str = "grad_w_norm",
+    table: str = "step0_layers",
+    first_layer: int = 2,
+    skip_top: int = 2,
+) -> Measurement:
+    """How much `column` grows per layer towards the input at step 0 (the in-process table
+    `table`): per (batch_size, depth), exp(-slope) of log(column) against the layer index over
+    hidden layers first_layer .. depth - skip_top, geometric mean over seeds; value = the largest
+    |factor / expected - 1| over the groups, `expected` a number or a rate of
+    bnexp.reproduce.layer_growth.EXPECTED_RATES (a function of the batch size)."""
+    from bnexp.reproduce.layer_growth import expected_rate
+
+    detail = _growth(tables, table, where, column, first_layer, skip_top)
+    detail["expected"] = [expected_rate(expected, b) for b in detail["batch_size"]]
+    detail["deviation"] = detail["factor"] / detail["expected"] - 1
+    worst = detail.loc[detail["deviation"].abs().idxmax()]
+    value = float(abs(worst["deviation"]))
+    parts = "; ".join(
+        f"B={r['batch_size']:g} depth {r['depth']:g}: {r['factor']:.4f} (expected {r['expected']:.4f})"
+        for _, r in detail.iterrows()
+    )
+    text = (
+        f"{column} per layer towards the input at step 0 ({describe(where)}; layers "
+        f"{first_layer}..depth-{skip_top}): {parts}; largest deviation {100 * value:.2f}% "
+        f"(B={worst['batch_size']:g}, depth {worst['depth']:g})"
+    )
+    return Measurement(value, text, detail=detail)
+
+
+def layer_growth_ratio(
+    tables: Tables,
+    a: dict,
+    b: dict,
+    column: str = "grad_w_norm",
+    table: str = "step0_layers",
+    first_layer: int = 2,
+    skip_top: int = 2,
+) -> Measurement:
+    """Per-layer growth factor (as layer_growth) of `a` divided by that of `b`, per depth; value
+    = the smallest ratio over the depths both have."""
+    fa = _growth(tables, table, a, column, first_layer, skip_top).groupby("depth")["factor"].mean()
+    fb = _growth(tables, table, b, column, first_layer, skip_top).groupby("depth")["factor"].mean()
+    depths = sorted(set(fa.index) & set(fb.index))
+    if not depths:
+        raise Missing(f"no depth with both {describe(a)} and {describe(b)}")
+    detail = pd.DataFrame(
+        {"depth": depths, "factor_a": fa[depths].values, "factor_b": fb[depths].values}
+    )
+    detail["ratio"] = detail["factor_a"] / detail["factor_b"]
+    value = float(detail["ratio"].min())
+    parts = "; ".join(
+        f"depth {r['depth']:g}: {r['factor_a']:.4f} / {r['factor_b']:.4f} = {r['ratio']:.4f}"
+        for _, r in detail.iterrows()
+    )
+    text = (
+        f"{column} per-layer factor towards the input, {describe(a)} / {describe(b)}: {parts}; "
+        f"smallest {value:.4f}"
+    )
+    return Measurement(value, text, detail=detail)
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -1082,6 +1164,8 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         depth_factor,
         layer_profile_range,
         final_accuracy_range,
+        layer_growth,
+        layer_growth_ratio,
     )
 }
 

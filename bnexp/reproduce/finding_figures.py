@@ -1155,6 +1155,129 @@ def init_scale(ctx: FigureContext) -> Figure:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# explosion
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def explosion(ctx: FigureContext) -> Figure:
+    """Yang et al. 2019: (a) step-0 ||dL/dW|| per hidden layer at the largest depth, ReLU + BN
+    per batch size and ReLU without BN, normalised to the top hidden layer, with the slope
+    sqrt(pi/(pi-1)); (b) the fitted per-layer factor vs batch size (ReLU + BN, identity + BN,
+    ReLU without BN; one marker per depth) with the theory's rates; (c) final test accuracy vs
+    depth of the trained ReLU networks, with and without BN."""
+    from bnexp.reproduce.layer_growth import (
+        RELU_INFINITE_BATCH_NORM_RATE,
+        fitted_layers,
+        growth_factors,
+        linear_norm_rate,
+    )
+
+    fig, axes = style.new_figure(1, 3, panel_height=2.4)
+    ax_a, ax_b, ax_c = axes[0]
+    step0 = ctx.tables.extra.get("step0_layers")
+    trained = ctx.tables.extra.get("trainability")
+    handles: list[Any] = []
+    if step0 is None or step0.empty:
+        style.no_data(ax_a)
+        style.no_data(ax_b)
+    else:
+        depth = int(step0["depth"].max())
+        batches = sorted(int(b) for b in step0["batch_size"].unique())
+        colors = dict(zip(batches, style.sequential_colors(len(batches)), strict=True))
+        for (act, norm, batch), rows in step0[step0["depth"] == depth].groupby(
+            ["act", "norm", "batch_size"]
+        ):
+            if act != "relu" or (norm == "none" and batch != batches[len(batches) // 2]):
+                continue
+            rows = rows[rows["grad_w_norm"] > 0]
+            profile = np.exp(np.log(rows["grad_w_norm"]).groupby(rows["layer"]).mean())
+            if profile.empty:
+                continue
+            profile = profile / profile.iloc[-1]
+            ax_a.plot(profile.index, profile.values, marker="o", markersize=1.5, linewidth=1,
+                      color=colors[int(batch)] if norm == "batch" else PLAIN_COLOR,
+                      linestyle="-" if norm == "batch" else "--")  # fmt: skip
+        layers = np.arange(1, depth + 1)
+        ax_a.plot(layers, RELU_INFINITE_BATCH_NORM_RATE ** (depth - layers), color="black",
+                  linestyle=":", linewidth=1)  # fmt: skip
+        ax_a.set_yscale("log")
+        ax_a.set_title(f"(a) ||dL/dW_l|| / top layer, step 0, depth {depth}")
+        ax_a.set_xlabel("hidden layer l")
+        fit_rows = step0[fitted_layers(step0["layer"], step0["depth"], 2, 2)]
+        markers = dict(zip(sorted(step0["depth"].unique()), "osD^v<>", strict=False))
+        series = (("relu", "batch", BN_COLOR), ("identity", "batch", style.COLORS[2]),
+                  ("relu", "none", PLAIN_COLOR))  # fmt: skip
+        for act, norm, color in series:
+            rows = fit_rows[(fit_rows["act"] == act) & (fit_rows["norm"] == norm)]
+            rows = rows[rows["grad_w_norm"] > 0]
+            if rows.empty:
+                continue
+            try:
+                factors = growth_factors(rows, "grad_w_norm", first_layer=2, skip_top=2)
+            except ValueError:
+                continue
+            for d, group in factors.groupby("depth"):
+                ax_b.plot(group["batch_size"], group["factor"], color=color,
+                          marker=markers.get(d, "o"), markersize=3.5, linestyle="-", linewidth=0.7)  # fmt: skip
+            handles.append(
+                Line2D([], [], color=color, label=f"{act}, {'BN' if norm == 'batch' else 'no BN'}")
+            )
+        grid = np.geomspace(max(4.5, min(batches)), max(batches), 50)
+        ax_b.axhline(RELU_INFINITE_BATCH_NORM_RATE, color=BN_COLOR, linestyle=":", linewidth=1)
+        ax_b.plot(grid, [linear_norm_rate(b) for b in grid], color=style.COLORS[2], linestyle=":",
+                  linewidth=1)  # fmt: skip
+        ax_b.axhline(1.0, color=PLAIN_COLOR, linestyle=":", linewidth=1)
+        ax_b.set_xscale("log")
+        ax_b.set_title("(b) per-layer factor towards the input")
+        ax_b.set_xlabel("batch size B")
+        handles += [
+            Line2D([], [], color=colors[b], label=f"(a) ReLU + BN, B = {b}") for b in batches
+        ]
+        handles += [
+            Line2D(
+                [],
+                [],
+                color="black",
+                linestyle=":",
+                label="theory: sqrt(pi/(pi-1)) = 1.211 (ReLU, B -> inf), sqrt((B-2)/(B-3)) (identity), 1",
+            ),
+        ]
+        handles += [Line2D([], [], color="black", marker=m, linestyle="none", label=f"(b) depth {d}")
+                    for d, m in markers.items()]  # fmt: skip
+    if trained is None or trained.empty:
+        style.no_data(ax_c)
+    else:
+        for norm, color, label in (("batch", BN_COLOR, "BN"), ("none", PLAIN_COLOR, "no BN")):
+            rows = trained[trained["norm"] == norm]
+            if rows.empty:
+                continue
+            mean = rows.groupby("depth")["final_test_acc"].mean()
+            ax_c.plot(mean.index, 100 * mean.values, color=color, marker="o", markersize=3,
+                      label=label)  # fmt: skip
+        limit = ctx.finding.published_values.get("untrainable_beyond_depth")
+        if limit is not None:
+            ax_c.axvspan(float(limit), float(trained["depth"].max()), color=style.MUTED,
+                         alpha=0.12, linewidth=0)  # fmt: skip
+        ax_c.axhline(10, color="black", linestyle=":", linewidth=0.6)
+        ax_c.set_ylim(0, 100)
+        ax_c.legend(fontsize="small")
+    ax_c.set_title("(c) trained ReLU nets: test accuracy")
+    ax_c.set_xlabel("depth (hidden layers)")
+    ax_c.set_ylabel("test accuracy (%)")
+    caption = [
+        "Width 384, Kaiming init, step 0 = the first training batch on the initial weights. (b): exp(-slope) of "
+        "log ||dL/dW_l|| over hidden layers 2..depth-2, geometric mean over seeds; dotted: Yang et al. 2019 "
+        "(ICLR, Sec. 3.1.2), the norm's rate = square root of their squared-norm rate. (c): grey = deeper than "
+        "the ~50 layers Yang et al. (Sec. 4) found untrainable on MNIST at any batch size; dotted = chance.",
+        *ctx.caption,
+    ]
+    return decorate(
+        fig, "BN's gradient explosion at initialisation, and the trainable depth", caption, handles
+    )
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1170,4 +1293,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "running_average": running_average,
     "linear_depth": linear_depth,
     "init_scale": init_scale,
+    "explosion": explosion,
 }

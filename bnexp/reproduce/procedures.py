@@ -415,9 +415,17 @@ def running_average(configs: list[Config]) -> ProcedureResult:
     )
 
 
+def explosion(configs: list[Config]) -> ProcedureResult:
+    """Step-0 gradient profiles and a trainable-depth slice: bnexp/reproduce/explosion.py."""
+    from bnexp.reproduce.explosion import explosion as measure  # that module imports this one
+
+    return measure(configs)
+
+
 PROCEDURES: dict[str, Callable[[list[Config]], ProcedureResult]] = {
     "running_stats": running_stats,
     "scale_invariance": scale_invariance,
     "bn_backward": bn_backward,
     "running_average": running_average,
+    "explosion": explosion,
 }

@@ -46,6 +46,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
         "grid": {"norm": ["batch", "none"], "init_gain": [0.5, 1.5], "depth": [10, 20]},
         "depth": 10,
     },
+    "explosion": {"grid": {}},
     "init_scale": {
         "grid": {
             "norm": ["batch", "none"],
@@ -190,6 +191,40 @@ def extra_tables() -> dict[str, pd.DataFrame]:
         "eval_batch_size": pd.DataFrame(rows),
         "scale_invariance": pd.DataFrame(scale),
         "bn_backward": pd.DataFrame(backward),
+        "step0_layers": pd.DataFrame(
+            [
+                {
+                    "act": act,
+                    "norm": norm,
+                    "batch_size": batch,
+                    "depth": depth,
+                    "width": 8,
+                    "seed": seed,
+                    "layer": layer,
+                    "grad_w_norm": 1e-3 * (1.2 if norm == "batch" else 1.0) ** (depth - layer),
+                }
+                for act in ("relu", "identity")
+                for norm in ("batch", "none")
+                for batch in (8, 32, 256)
+                for depth in (10, 20)
+                for seed in (0, 1)
+                for layer in range(1, depth + 1)
+            ]
+        ),  # fmt: skip
+        "trainability": pd.DataFrame(
+            [
+                {
+                    "act": "relu",
+                    "norm": norm,
+                    "batch_size": 32,
+                    "depth": depth,
+                    "seed": 0,
+                    "final_test_acc": 0.9 - depth / 150,
+                }
+                for norm in ("batch", "none")
+                for depth in (10, 50, 100)
+            ]
+        ),  # fmt: skip
         "momentum_lag": pd.DataFrame(
             [
                 {
