@@ -81,6 +81,7 @@ def build_cnn(
     norm_layer: Callable[[int], nn.Module],
     placement: str = "pre",
     channels_last: bool | None = None,
+    dropout: float = 0.0,
 ) -> CNN:
     """The CNN for images of `input_shape` = (C, H, W); see the module docstring.
     norm_layer: a factory such as bnexp.run.layers.get_norm_layer(cfg, spatial=True)."""
@@ -94,7 +95,7 @@ def build_cnn(
         for _ in range(size):
             out = width * 2**stage
             conv = nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=bias)
-            blocks.append(Block(conv, norm_layer(out), make_activation(act), placement))
+            blocks.append(Block(conv, norm_layer(out), make_activation(act), placement, dropout))
             channels = out
         stages.append(blocks)
     model = CNN(stages, num_classes, channels)

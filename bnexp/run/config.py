@@ -147,6 +147,9 @@ class Config:
     init: Init = Init.default
     init_std: float = 0.01  # for init=gaussian
     init_gain: float = 1.0  # for init=orthogonal: every singular value of every weight is init_gain
+    # Probability that dropout zeroes a hidden unit in training, applied to each hidden block's
+    # output (bnexp/run/layers.py Block); 0: no dropout. Eval mode keeps every unit.
+    dropout: float = 0.0
     batch_size: int = 60
     steps: int = 5000  # optimisation steps
     log_every: int | None = None  # None: about 100 log points per run
@@ -264,7 +267,7 @@ def validate(cfg: Config) -> None:
     numbers = {
         "optim.lr": cfg.optim.lr, "optim.momentum": cfg.optim.momentum,
         "optim.weight_decay": cfg.optim.weight_decay, "init_std": cfg.init_std,
-        "init_gain": cfg.init_gain,
+        "init_gain": cfg.init_gain, "dropout": cfg.dropout,
         **{f"norm.{f.name}": getattr(cfg.norm, f.name) for f in fields(cfg.norm) if f.type == "float"},
     }  # fmt: skip
     for key, value in numbers.items():
@@ -276,6 +279,11 @@ def validate(cfg: Config) -> None:
         raise UserError(f"init_std={cfg.init_std} is not allowed: it must be > 0.")
     if cfg.init_gain <= 0:
         raise UserError(f"init_gain={cfg.init_gain} is not allowed: it must be > 0.")
+    if not 0 <= cfg.dropout < 1:
+        raise UserError(
+            f"dropout={cfg.dropout} is not allowed: it must lie in [0, 1) (the probability that "
+            "a hidden unit is zeroed in a training pass; 0: no dropout)."
+        )
     for key, (allowed, rule) in NORM_KEY_RULES.items():
         value = getattr(cfg.norm, key)
         if not allowed(value):
@@ -315,6 +323,8 @@ def config_hash(cfg: Any) -> str:
             norm.pop(key)
     if plain.get("init") != "orthogonal":  # only init=orthogonal reads init_gain
         plain.pop("init_gain", None)
+    if plain.get("dropout") == 0:  # runs from before the key existed keep their hash
+        plain.pop("dropout", None)
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

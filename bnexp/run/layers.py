@@ -8,7 +8,7 @@
   factory `norm_layer(channels) -> nn.Module`; model code takes that factory and never branches
   on the norm's name. A new norm is one NORMS entry and one configs/norm/NAME.yaml (plus
   config.NormConfig fields and their value rules if it brings keys of its own).
-- Block: weight layer -> norm -> activation, the unit every measurement addresses.
+- Block: weight layer -> norm -> activation (-> dropout), the unit every measurement addresses.
 
 Pure PyTorch: no I/O, no Hydra. The config arrives duck-typed (bnexp.run.config imports this
 module for the registry, not the other way round).
@@ -466,20 +466,34 @@ class Block(nn.Module):
     Every hidden block exposes the same three parts, which the measurements rely on:
     `weight_layer` (Linear or Conv2d), `norm` and `act` (the activation module, whose input is
     the "pre" measurement site and whose output is the "act" site).
+
+    `dropout` > 0 adds nn.Dropout(dropout) on the block's output: right after the nonlinearity
+    ("pre"), after the norm that follows it ("post"), so that a norm never sees dropped units
+    (its running statistics would then not match inference, where nothing is dropped). The
+    "act" site is the nonlinearity's output before dropout; dL/d(act) is the gradient there,
+    which dropout zeroes for the dropped units.
     """
 
-    def __init__(self, weight_layer: nn.Module, norm: nn.Module, act: nn.Module, placement: str):
+    def __init__(
+        self,
+        weight_layer: nn.Module,
+        norm: nn.Module,
+        act: nn.Module,
+        placement: str,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.weight_layer = weight_layer
         self.norm = norm
         self.act = act
         self.placement = placement
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.weight_layer(x)
         if self.placement == "pre":
-            return self.act(self.norm(x))
-        return self.norm(self.act(x))
+            return self.dropout(self.act(self.norm(x)))
+        return self.dropout(self.norm(self.act(x)))
 
 
 def hidden_blocks(model: nn.Module) -> list[Block]:

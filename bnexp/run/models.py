@@ -37,14 +37,16 @@ def build_mlp(
     act: str,
     norm_layer: Callable[[int], nn.Module],
     placement: str = "pre",
+    dropout: float = 0.0,
 ) -> MLP:
-    """`depth` hidden blocks of `width` units: Linear, norm_layer(width), activation `act`.
+    """`depth` hidden blocks of `width` units: Linear, norm_layer(width), activation `act`
+    (then dropout with probability `dropout`, if > 0).
     norm_layer: a factory such as bnexp.run.layers.get_norm_layer(cfg, spatial=False)."""
     bias = weight_layer_bias(norm_layer, placement)
     blocks = []
     for i in range(depth):
         linear = nn.Linear(in_features if i == 0 else width, width, bias=bias)
-        blocks.append(Block(linear, norm_layer(width), make_activation(act), placement))
+        blocks.append(Block(linear, norm_layer(width), make_activation(act), placement, dropout))
     return MLP(in_features, num_classes, blocks, width)
 
 
@@ -75,6 +77,7 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     common = dict(
         depth=cfg.depth, width=cfg.width, act=cfg.act.value,
         norm_layer=get_norm_layer(cfg, spatial=spatial), placement=cfg.placement.value,
+        dropout=cfg.dropout,
     )  # fmt: skip
     if spatial:
         model = build_cnn(input_shape, num_classes, **common)
