@@ -1203,7 +1203,7 @@ def explosion(ctx: FigureContext) -> Figure:
         ax_a.plot(layers, RELU_INFINITE_BATCH_NORM_RATE ** (depth - layers), color="black",
                   linestyle=":", linewidth=1)  # fmt: skip
         ax_a.set_yscale("log")
-        ax_a.set_title(f"(a) ||dL/dW_l|| / top layer, step 0, depth {depth}")
+        ax_a.set_title(f"(a) ||dL/dW_l|| / top, depth {depth}")
         ax_a.set_xlabel("hidden layer l")
         fit_rows = step0[fitted_layers(step0["layer"], step0["depth"], 2, 2)]
         markers = dict(zip(sorted(step0["depth"].unique()), "osD^v<>", strict=False))
@@ -1230,7 +1230,7 @@ def explosion(ctx: FigureContext) -> Figure:
                   linewidth=1)  # fmt: skip
         ax_b.axhline(1.0, color=PLAIN_COLOR, linestyle=":", linewidth=1)
         ax_b.set_xscale("log")
-        ax_b.set_title("(b) per-layer factor towards the input")
+        ax_b.set_title("(b) factor per layer")
         ax_b.set_xlabel("batch size B")
         handles += [
             Line2D([], [], color=colors[b], label=f"(a) ReLU + BN, B = {b}") for b in batches
@@ -1263,13 +1263,13 @@ def explosion(ctx: FigureContext) -> Figure:
         ax_c.axhline(10, color="black", linestyle=":", linewidth=0.6)
         ax_c.set_ylim(0, 100)
         ax_c.legend(fontsize="small")
-    ax_c.set_title("(c) trained ReLU nets: test accuracy")
+    ax_c.set_title("(c) trained, B = 32")
     ax_c.set_xlabel("depth (hidden layers)")
     ax_c.set_ylabel("test accuracy (%)")
     caption = [
-        "Width 384, Kaiming init, step 0 = the first training batch on the initial weights. (b): exp(-slope) of "
+        "Width 384, Kaiming init; (a), (b) at step 0 (the first training batch, initial weights). (b): growth per layer towards the input, exp(-slope) of "
         "log ||dL/dW_l|| over hidden layers 2..depth-2, geometric mean over seeds; dotted: Yang et al. 2019 "
-        "(ICLR, Sec. 3.1.2), the norm's rate = square root of their squared-norm rate. (c): grey = deeper than "
+        "(ICLR, Sec. 3.1.2), the norm's rate = square root of their squared-norm rate. (c): ReLU nets, final test accuracy; grey = deeper than "
         "the ~50 layers Yang et al. (Sec. 4) found untrainable on MNIST at any batch size; dotted = chance.",
         *ctx.caption,
     ]
