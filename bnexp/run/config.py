@@ -80,6 +80,9 @@ class DataConfig:
     binarize: bool = False  # pixels -> {0, 1} at 0.5, as in the BN paper's Figure 1
     augment: bool = False  # random crop (pad 4) + horizontal flip, done on batched tensors
     download: bool = True  # with source=auto/torchvision: try to download missing files
+    # Non-i.i.d. batches (Ioffe 2017, Sec. 4.3): each batch = batch_classes distinct classes x
+    # batch_size / batch_classes images (bnexp/run/data.py ClassBatchOrder); null: i.i.d.
+    batch_classes: int | None = None
 
 
 @dataclass
@@ -249,6 +252,13 @@ def validate(cfg: Config) -> None:
             raise UserError(
                 f"{key}={value} is not allowed: {key} must be an integer >= 1 (or null for automatic)."
             )
+    classes = cfg.data.batch_classes
+    if classes is not None and (classes < 1 or cfg.batch_size % classes):
+        raise UserError(
+            f"data.batch_classes={classes} is not allowed with batch_size={cfg.batch_size}: it "
+            "must be >= 1 and divide batch_size (each batch holds batch_size / batch_classes "
+            "images of each of its classes), or null for i.i.d. batches."
+        )
     if cfg.checkpoint_every is not None and cfg.checkpoint_every < 0:
         raise UserError(
             f"checkpoint_every={cfg.checkpoint_every} is not allowed: it must be an integer >= 0 "
@@ -323,6 +333,8 @@ def config_hash(cfg: Any) -> str:
             norm.pop(key)
     if plain.get("init") != "orthogonal":  # only init=orthogonal reads init_gain
         plain.pop("init_gain", None)
+    if plain.get("data", {}).get("batch_classes") is None:  # i.i.d.: hashes as before the key
+        plain.get("data", {}).pop("batch_classes", None)
     if plain.get("dropout") == 0:  # runs from before the key existed keep their hash
         plain.pop("dropout", None)
     text = json.dumps(plain, sort_keys=True)

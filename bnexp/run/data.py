@@ -263,6 +263,87 @@ class BatchOrder:
         self.position = int(state["position"])
 
 
-def batch_indices(num_samples: int, batch_size: int, seed: int) -> BatchOrder:
-    """The batches of a run: see BatchOrder."""
-    return BatchOrder(num_samples, batch_size, seed)
+class ClassBatchOrder:
+    """Non-i.i.d. batches (Ioffe 2017, Sec. 4.3): each batch holds `batch_classes` distinct
+    classes, drawn uniformly without replacement, and batch_size / batch_classes images of each.
+
+    Each class's images are handed out in a seeded permutation of that class; a class whose
+    permutation has fewer images left than a batch needs gets a fresh one. Resumable like
+    BatchOrder: `state_dict()` holds the generator's state and every class's permutation and
+    position, so a restored order yields exactly the batches the original would have yielded.
+    """
+
+    def __init__(self, labels: Tensor, batch_size: int, batch_classes: int, seed: int):
+        classes = torch.unique(labels)
+        if not 1 <= batch_classes <= len(classes):
+            raise UserError(
+                f"data.batch_classes={batch_classes} is not allowed: the training set has "
+                f"{len(classes)} classes; choose between 1 and {len(classes)} (or null for "
+                "i.i.d. batches)."
+            )
+        if batch_size % batch_classes:
+            raise UserError(
+                f"data.batch_classes={batch_classes} is not allowed with batch_size={batch_size}: "
+                "every batch holds the same number of images of each of its classes, so "
+                "batch_size must be a multiple of data.batch_classes."
+            )
+        self.per_class = batch_size // batch_classes
+        self.members = [torch.nonzero(labels == c).flatten() for c in classes.tolist()]
+        smallest = min(len(m) for m in self.members)
+        if smallest < self.per_class:
+            raise UserError(
+                f"data.batch_classes={batch_classes} with batch_size={batch_size} needs "
+                f"{self.per_class} images of a class per batch, but a class has only {smallest}."
+            )
+        self.batch_classes = batch_classes
+        self.generator = torch.Generator().manual_seed(seed)
+        self.orders = [m[torch.randperm(len(m), generator=self.generator)] for m in self.members]
+        self.positions = [0] * len(self.members)
+
+    def __iter__(self) -> ClassBatchOrder:
+        return self
+
+    def __next__(self) -> Tensor:
+        chosen = torch.randperm(len(self.members), generator=self.generator)[: self.batch_classes]
+        parts = []
+        for c in chosen.tolist():
+            if self.positions[c] + self.per_class > len(self.orders[c]):
+                members = self.members[c]
+                self.orders[c] = members[torch.randperm(len(members), generator=self.generator)]
+                self.positions[c] = 0
+            start = self.positions[c]
+            parts.append(self.orders[c][start : start + self.per_class])
+            self.positions[c] += self.per_class
+        return torch.cat(parts)
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state().clone(),
+            "orders": [o.clone() for o in self.orders],
+            "positions": list(self.positions),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.orders = [o.clone() for o in state["orders"]]
+        self.positions = [int(p) for p in state["positions"]]
+
+
+def batch_indices(
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    labels: Tensor | None = None,
+    batch_classes: int | None = None,
+) -> BatchOrder | ClassBatchOrder:
+    """The batches of a run: i.i.d. (BatchOrder), or `batch_classes` classes per batch
+    (ClassBatchOrder, which needs the training labels)."""
+    if batch_classes is None:
+        return BatchOrder(num_samples, batch_size, seed)
+    if labels is None:
+        raise ValueError("batch_classes needs the training labels")
+    if batch_size > num_samples:
+        raise UserError(
+            f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
+        )
+    return ClassBatchOrder(labels, batch_size, batch_classes, seed)

@@ -140,7 +140,9 @@ def train(
     blocks = hidden_blocks(model)
     optimizer = build_optimizer(cfg, model)
     lr = optimizer.param_groups[0]["lr"]
-    batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
+    batches = batch_indices(
+        len(data.y_train), cfg.batch_size, cfg.seed, data.y_train, cfg.data.batch_classes
+    )
     augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
     # A fixed class-balanced sample of the held-out set, the same for every run of a dataset.
     probe_x = data.test_inputs[probe_indices(data.y_test, cfg.probe_size)]
