@@ -1142,6 +1142,149 @@ def layer_growth_ratio(
     return Measurement(value, text, detail=detail)
 
 
+# --------------------------------------------------------------------------------------------
+# regularization (tables of the in-process train/test gap) and lenet (accuracy per epoch)
+# --------------------------------------------------------------------------------------------
+
+
+def paired_table_difference(
+    tables: Tables,
+    a: dict,
+    b: dict,
+    column: str,
+    table: str,
+    pair_by: str = "seed",
+    unit: str = "points",
+) -> Measurement:
+    """`column` of the rows of extra table `table` that match `a`, minus the same of `b`, paired
+    by `pair_by` (rows of one variant and pair are averaged): mean and 95% t-interval over the
+    pairs."""
+    rows = _extra(tables, table)
+    per_variant = []
+    for where in (a, b):
+        at = select(rows, where)
+        if at.empty:
+            raise Missing(f"no {table!r} rows with {describe(where)}")
+        per_variant.append(at.groupby(pair_by)[column].mean())
+    pairs = sorted(set(per_variant[0].index) & set(per_variant[1].index), key=str)
+    if not pairs:
+        raise Missing(f"no {pair_by} has rows of both {describe(a)} and {describe(b)}")
+    values_a = per_variant[0].loc[pairs].to_numpy(dtype=float)
+    values_b = per_variant[1].loc[pairs].to_numpy(dtype=float)
+    diffs = values_a - values_b
+    mean, low, high = t_interval(diffs)
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(pairs) > 1 else ""
+    text = (
+        f"{column}: {describe(a)} {values_a.mean():.2f} vs {describe(b)} {values_b.mean():.2f}: "
+        f"{mean:+.2f} {unit}{interval_text} (n={len(pairs)})"
+    )
+    detail = pd.DataFrame({pair_by: pairs, "a": values_a, "b": values_b, "difference": diffs})
+    return Measurement(float(mean), text, interval=(low, high), detail=detail)
+
+
+def epoch_accuracies(tables: Tables, where: dict, epoch_steps: int) -> pd.DataFrame:
+    """Test accuracy (%) of `where`'s runs after each whole epoch of `epoch_steps` updates: one
+    row per seed, one column per epoch 1, 2, ... that some run reached (NaN where a run has no
+    evaluation there, e.g. after it diverged)."""
+    runs = variant_runs(tables, where, allow_diverged=True)
+    metrics = tables.metrics[tables.metrics["run_id"].isin(runs["run_id"])].dropna(
+        subset=["test_acc"]
+    )
+    metrics = metrics[(metrics["step"] > 0) & (metrics["step"] % epoch_steps == 0)]
+    seeds = dict(zip(runs["run_id"], runs["seed"], strict=True))
+    table = metrics.assign(
+        seed=metrics["run_id"].map(seeds), epoch=(metrics["step"] // epoch_steps).astype(int)
+    ).pivot_table(index="seed", columns="epoch", values="test_acc", aggfunc="mean")
+    table = table.reindex(sorted(seeds.values()))
+    if table.empty or table.shape[1] == 0:
+        raise Missing(f"runs with {describe(where)} have no evaluation after a whole epoch")
+    return 100 * table
+
+
+def epochs_to_reach(
+    tables: Tables, reference: dict, other: dict, epoch_steps: int, at_epoch: int = 1
+) -> Measurement:
+    """Whole epochs (of `epoch_steps` updates) that `other` needs to reach `reference`'s test
+    accuracy after `at_epoch` epochs, divided by `at_epoch` (the epochs `reference` needs, by
+    definition): both seed means. Not reached in the N epochs run: the value is the lower
+    bound (N + 1) / at_epoch, and the text says so."""
+    target_table = epoch_accuracies(tables, reference, epoch_steps)
+    if at_epoch not in target_table.columns:
+        raise Missing(f"runs with {describe(reference)} have no evaluation after epoch {at_epoch}")
+    target = float(target_table[at_epoch].mean())
+    curve = epoch_accuracies(tables, other, epoch_steps).mean(axis=0, skipna=False)
+    reached = [int(epoch) for epoch, acc in curve.items() if acc >= target]
+    ran = int(curve.index.max())
+    shown = ", ".join(f"{acc:.1f}" for acc in curve.to_numpy())
+    detail = pd.DataFrame({"epoch": curve.index.astype(int), "accuracy_pct": curve.to_numpy()})
+    if reached:
+        value = reached[0] / at_epoch
+        verdict = f"reaches it after epoch {reached[0]}: {value:g}x the epochs"
+    else:
+        value = (ran + 1) / at_epoch
+        verdict = f"does not reach it in {ran} epochs: at least {value:g}x the epochs"
+    text = (
+        f"{describe(reference)} after epoch {at_epoch}: {target:.2f}% (seed mean); "
+        f"{describe(other)} after epochs 1..{ran}: {shown}%; {verdict}"
+    )
+    return Measurement(value, text, detail=detail)
+
+
+def epoch_accuracy_change(
+    tables: Tables, where: dict, epoch_steps: int, start_epoch: int = 1, end_epoch: int = 3
+) -> Measurement:
+    """Test accuracy after `end_epoch` minus after `start_epoch`, in points, per seed: the seed
+    mean and its 95% t-interval; the text lists the seed-mean accuracy after every epoch from
+    start to end."""
+    table = epoch_accuracies(tables, where, epoch_steps)
+    for epoch in (start_epoch, end_epoch):
+        if epoch not in table.columns:
+            raise Missing(f"runs with {describe(where)} have no evaluation after epoch {epoch}")
+    diffs = (table[end_epoch] - table[start_epoch]).dropna().to_numpy(dtype=float)
+    if len(diffs) == 0:
+        raise Missing(
+            f"no run with {describe(where)} has both epochs {start_epoch} and {end_epoch}"
+        )
+    mean, low, high = t_interval(diffs)
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(diffs) > 1 else ""
+    epochs = [e for e in table.columns if start_epoch <= e <= end_epoch]
+    shown = ", ".join(f"{table[e].mean():.2f}" for e in epochs)
+    text = (
+        f"{describe(where)} test accuracy after epochs {start_epoch}..{end_epoch}: {shown}% "
+        f"(seed means); epoch {end_epoch} - epoch {start_epoch}: {mean:+.2f} points"
+        f"{interval_text} (n={len(diffs)})"
+    )
+    detail = table[epochs].reset_index()
+    return Measurement(float(mean), text, interval=(low, high), detail=detail)
+
+
+def epoch_accuracy_difference(
+    tables: Tables, a: dict, b: dict, epoch_steps: int, epoch: int = 1
+) -> Measurement:
+    """Test accuracy of `a` minus `b` after `epoch` epochs, in points, paired by seed: mean and
+    95% t-interval."""
+    table_a = epoch_accuracies(tables, a, epoch_steps)
+    table_b = epoch_accuracies(tables, b, epoch_steps)
+    for where, table in ((a, table_a), (b, table_b)):
+        if epoch not in table.columns:
+            raise Missing(f"runs with {describe(where)} have no evaluation after epoch {epoch}")
+    pairs = table_a[epoch].dropna().index.intersection(table_b[epoch].dropna().index)
+    if len(pairs) == 0:
+        raise Missing(f"no seed has epoch {epoch} of both {describe(a)} and {describe(b)}")
+    acc_a, acc_b = table_a.loc[pairs, epoch], table_b.loc[pairs, epoch]
+    diffs = (acc_a - acc_b).to_numpy(dtype=float)
+    mean, low, high = t_interval(diffs)
+    interval_text = f", 95% interval [{low:+.2f}, {high:+.2f}]" if len(diffs) > 1 else ""
+    text = (
+        f"after epoch {epoch}: {describe(a)} {acc_a.mean():.2f}% vs {describe(b)} "
+        f"{acc_b.mean():.2f}%: {mean:+.2f} points{interval_text} (n={len(diffs)})"
+    )
+    detail = pd.DataFrame(
+        {"seed": list(pairs), "acc_a_pct": acc_a.to_numpy(), "acc_b_pct": acc_b.to_numpy()}
+    )
+    return Measurement(float(mean), text, interval=(low, high), detail=detail)
+
+
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -1164,6 +1307,10 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         depth_factor,
         layer_profile_range,
         final_accuracy_range,
+        paired_table_difference,
+        epochs_to_reach,
+        epoch_accuracy_change,
+        epoch_accuracy_difference,
         layer_growth,
         layer_growth_ratio,
     )

@@ -1278,6 +1278,81 @@ def explosion(ctx: FigureContext) -> Figure:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# regularization
+# --------------------------------------------------------------------------------------------
+
+GAP_VARIANTS = (  # (norm, dropout, label, colour, hatch)
+    ("none", 0.0, "plain", PLAIN_COLOR, ""),
+    ("none", 0.4, "plain + dropout 0.4", PLAIN_COLOR, "//"),
+    ("batch", 0.0, "BN", BN_COLOR, ""),
+    ("batch", 0.4, "BN + dropout 0.4", BN_COLOR, "//"),
+)
+
+
+def _gap_bars(ax, table: pd.DataFrame, column: str, scale: float = 1.0) -> None:
+    """One bar per variant: seed mean of `column` x scale, 95% t-interval, the seeds as dots."""
+    for x, (norm, dropout, _label, color, hatch) in enumerate(GAP_VARIANTS):
+        rows = select(table, {"norm": norm, "dropout": dropout})
+        if rows.empty:
+            continue
+        values = scale * rows[column].to_numpy(dtype=float)
+        mean, low, high = t_interval(values)
+        ax.bar(x, mean, color=color, alpha=0.35 if hatch else 0.8, hatch=hatch, edgecolor=color)
+        if np.isfinite(low) and np.isfinite(high):
+            ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]], color="black", capsize=3,
+                        linewidth=0.9)  # fmt: skip
+        ax.plot(np.full(len(values), x), values, "o", color="black", markersize=2.2)
+    ax.set_xticks(range(len(GAP_VARIANTS)))
+    ax.set_xticklabels([v[2].replace(" + ", "\n+ ") for v in GAP_VARIANTS], fontsize=7)
+
+
+@style.styled
+def regularization(ctx: FigureContext) -> Figure:
+    """Per variant (norm x dropout): (a) train - test accuracy gap in points, (b) test - train
+    cross-entropy, (c) train and test accuracy; eval mode, seed mean with the 95% interval."""
+    fig, axes = style.new_figure(1, 3, panel_height=2.4)
+    ax_a, ax_b, ax_c = axes[0]
+    table = ctx.tables.extra.get("generalization")
+    if table is None or table.empty:
+        for ax in (ax_a, ax_b, ax_c):
+            style.no_data(ax)
+    else:
+        _gap_bars(ax_a, table, "acc_gap_points")
+        _gap_bars(ax_b, table, "loss_gap")
+        for x, (norm, dropout, _label, color, _hatch) in enumerate(GAP_VARIANTS):
+            rows = select(table, {"norm": norm, "dropout": dropout})
+            for column, marker in (("train_acc", "^"), ("test_acc", "o")):
+                if rows.empty:
+                    continue
+                mean, low, high = t_interval(100 * rows[column].to_numpy(dtype=float))
+                yerr = [[mean - low], [high - mean]] if np.isfinite(low) else None
+                ax_c.errorbar(x, mean, yerr=yerr, color=color, marker=marker, markersize=4,
+                              capsize=2, linewidth=0.9)  # fmt: skip
+        ax_c.set_xticks(range(len(GAP_VARIANTS)))
+        ax_c.set_xticklabels([v[2].replace(" + ", "\n+ ") for v in GAP_VARIANTS], fontsize=7)
+        ax_a.axhline(0, color="black", linewidth=0.6)
+        ax_b.axhline(0, color="black", linewidth=0.6)
+    ax_a.set_title("(a) train − test accuracy")
+    ax_a.set_ylabel("gap (points)")
+    ax_b.set_title("(b) test − train loss")
+    ax_b.set_ylabel("cross-entropy gap (nats)")
+    ax_c.set_title("(c) accuracy")
+    ax_c.set_ylabel("accuracy (%)")
+    handles = [
+        Line2D([], [], color="black", marker="^", linestyle="", label="training images"),
+        Line2D([], [], color="black", marker="o", linestyle="", label="test images"),
+    ]
+    caption = [
+        f"{_dataset(ctx)}: 3 x 256 ReLU MLP, SGD lr 0.1, batch 60; after training, every training "
+        "and test image classified in eval mode (running statistics, no unit dropped). Bar = seed "
+        "mean, whiskers = 95% t-interval, dots = seeds. Claims: BN paper (Ioffe & Szegedy 2015), "
+        "Sec. 3.4 and 4.2.1; it prints no number.",
+        *ctx.caption,
+    ]
+    return decorate(fig, "BN as a regularizer, with and without dropout", caption, handles)
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1294,4 +1369,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "linear_depth": linear_depth,
     "init_scale": init_scale,
     "explosion": explosion,
+    "regularization": regularization,
 }

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bnexp.reproduce.generalization import train_test_gap
 from bnexp.run.config import Config
 from bnexp.run.data import InMemoryData, load_data
 from bnexp.run.layers import hidden_blocks
@@ -428,4 +429,5 @@ PROCEDURES: dict[str, Callable[[list[Config]], ProcedureResult]] = {
     "bn_backward": bn_backward,
     "running_average": running_average,
     "explosion": explosion,
+    "train_test_gap": train_test_gap,  # bnexp/reproduce/generalization.py
 }

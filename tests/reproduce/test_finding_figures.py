@@ -47,6 +47,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
         "depth": 10,
     },
     "explosion": {"grid": {}},
+    "regularization": {"grid": {}},
     "init_scale": {
         "grid": {
             "norm": ["batch", "none"],
@@ -238,6 +239,24 @@ def extra_tables() -> dict[str, pd.DataFrame]:
                 for momentum in (0.01, 0.1, 0.5)
                 for step in (10, 100, 1000)
                 for mode in ("running", "batch")
+            ]
+        ),
+        "generalization": pd.DataFrame(
+            [
+                {
+                    "seed": seed,
+                    "norm": norm,
+                    "dropout": dropout,
+                    "train_acc": 1.0 - dropout / 10,
+                    "test_acc": 0.95 + (norm == "batch") / 100,
+                    "train_loss": 0.01,
+                    "test_loss": 0.2,
+                    "acc_gap_points": 5.0 - dropout - (norm == "batch") + seed,
+                    "loss_gap": 0.19,
+                }
+                for seed in (0, 1, 2)
+                for norm in ("batch", "none")
+                for dropout in (0.0, 0.4)
             ]
         ),
     }

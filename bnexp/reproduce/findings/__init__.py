@@ -227,6 +227,7 @@ ORDER = {
             "running-average",
             "linear-depth",
             "init-scale",
+            "regularization",
             "explosion",
         ]
     )
