@@ -1353,6 +1353,107 @@ def regularization(ctx: FigureContext) -> Figure:
     return decorate(fig, "BN as a regularizer, with and without dropout", caption, handles)
 
 
+# --------------------------------------------------------------------------------------------
+# renorm
+# --------------------------------------------------------------------------------------------
+
+RENORM_LOOK = {
+    "batch": (style.COLORS[0], "o", "BatchNorm"),
+    "renorm": (style.COLORS[4], "D", "batch renorm"),
+    "group": (style.COLORS[2], "s", "GroupNorm"),
+}
+
+
+def _renorm_finals(ctx: FigureContext) -> pd.DataFrame:
+    """One row per finished run: norm, batch_size, non_iid (bool), final test accuracy (%)."""
+    runs = ctx.tables.runs
+    if runs.empty or "norm" not in runs or "batch_size" not in runs:
+        return pd.DataFrame(columns=["norm", "batch_size", "non_iid", "acc"])
+    runs = runs[runs["status"] == "completed"]
+    classes = runs.get("data.batch_classes", pd.Series(np.nan, index=runs.index))
+    return pd.DataFrame(
+        {
+            "norm": runs["norm"].astype(str),
+            "batch_size": runs["batch_size"].astype(int),
+            "non_iid": classes.notna().to_numpy(),
+            "acc": [100 * _final_acc(ctx, r) for r in runs["run_id"]],
+        }
+    )
+
+
+@style.styled
+def renorm(ctx: FigureContext) -> Figure:
+    """Ioffe 2017 on an MLP: (a) final test accuracy vs i.i.d. batch size for BN, batch renorm
+    and GroupNorm; (b) i.i.d. vs non-i.i.d. (2 classes per batch) at batch 32; (c) the paper's
+    ImageNet numbers (Sec. 4.1-4.3), for comparison of the pattern, not of the values."""
+    fig, axes = style.new_figure(1, 3, panel_height=2.4)
+    ax_a, ax_b, ax_c = axes[0]
+    finals = _renorm_finals(ctx)
+    handles = [
+        Line2D([], [], color=color, marker=marker, label=label)
+        for color, marker, label in RENORM_LOOK.values()
+    ]
+    if finals.empty:
+        style.no_data(ax_a)
+        style.no_data(ax_b)
+    else:
+        iid = finals[~finals["non_iid"]]
+        norms = [n for n in RENORM_LOOK if n in set(finals["norm"])]
+        for norm in norms:
+            color, marker, _ = RENORM_LOOK[norm]
+            mean = iid[iid["norm"] == norm].groupby("batch_size")["acc"].mean()
+            ax_a.plot(mean.index, mean.values, color=color, marker=marker, markersize=4)
+        ax_a.set_xscale("log", base=2)
+        ax_a.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        width = 0.38
+        for i, norm in enumerate(norms):
+            color, _, _ = RENORM_LOOK[norm]
+            rows = finals[(finals["norm"] == norm) & (finals["batch_size"] == 32)]
+            for offset, non_iid, hatch in ((-width / 2, False, None), (width / 2, True, "//")):
+                values = rows[rows["non_iid"] == non_iid]["acc"]
+                if not values.empty:
+                    ax_b.bar(i + offset, values.mean(), width, color=color, hatch=hatch,
+                             edgecolor="white" if hatch else color)  # fmt: skip
+        ax_b.set_xticks(range(len(norms)), [RENORM_LOOK[n][2] for n in norms])
+        handles += [
+            Patch(facecolor=style.MUTED, label="(b) i.i.d. batches of 32"),
+            Patch(facecolor=style.MUTED, hatch="//", edgecolor="white",
+                  label="(b) non-i.i.d.: 2 classes x 16"),
+        ]  # fmt: skip
+    ax_a.set_title("(a) i.i.d. batches")
+    ax_a.set_xlabel("batch size (normalisation and gradient)")
+    ax_a.set_ylabel("test accuracy (%)")
+    ax_b.set_title("(b) batch 32, i.i.d. vs non-i.i.d.")
+    ax_b.set_ylabel("test accuracy (%)")
+    ax_b.set_ylim(0, 100)
+    published = ctx.finding.published_values or {}
+    labels, values, colors = [], [], []
+    for group in ("micro", "non_iid"):
+        for label, value in (published.get(group) or {}).items():
+            labels.append(label)
+            values.append(float(value))
+            colors.append(RENORM_LOOK["renorm" if label.startswith("renorm") else "batch"][0])
+    if values:
+        ax_c.barh(range(len(values)), values, color=colors)
+        ax_c.set_yticks(range(len(values)), labels)
+        ax_c.invert_yaxis()
+        for y, value in enumerate(values):
+            ax_c.text(value + 0.3, y, f"{value:.1f}", va="center", fontsize="small")
+        ax_c.set_xlim(60, 82)
+    else:
+        style.no_data(ax_c)
+    ax_c.set_title("(c) published: Inception, ImageNet")
+    ax_c.set_xlabel("top-1 accuracy (%)")
+    caption = [
+        "MLP 3 x 100 ReLU, norm before the ReLU; every run sees 84,000 images, lr 0.1 x B/32, SGD momentum 0.9; "
+        "final test accuracy in inference mode (moving averages), seed mean. Batch renorm: the paper's schedule "
+        "scaled to each run's length, alpha = 0.01. (c): Ioffe 2017, Sec. 4.1-4.3 (micro-batches of 4 inside "
+        "batches of 32 there; here the whole batch is 2 or 4).",
+        *ctx.caption,
+    ]
+    return decorate(fig, "Batch renormalization: small and non-i.i.d. batches", caption, handles)
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1369,5 +1470,6 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "linear_depth": linear_depth,
     "init_scale": init_scale,
     "explosion": explosion,
+    "renorm": renorm,
     "regularization": regularization,
 }

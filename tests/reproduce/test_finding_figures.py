@@ -47,6 +47,13 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
         "depth": 10,
     },
     "explosion": {"grid": {}},
+    "renorm": {
+        "grid": {
+            "norm": ["batch", "renorm", "group"],
+            "batch_size": [2, 4, 32],
+            "data.batch_classes": [None, 2],
+        }
+    },
     "regularization": {"grid": {}},
     "init_scale": {
         "grid": {

@@ -229,6 +229,7 @@ ORDER = {
             "init-scale",
             "regularization",
             "explosion",
+            "renorm",
         ]
     )
 }
