@@ -39,6 +39,7 @@ class DataSource(Enum):
 class ModelName(Enum):
     mlp = "mlp"
     cnn = "cnn"
+    lenet = "lenet"  # the slides' Keras CNN, fixed architecture (bnexp/run/lenet.py)
 
 
 # The norms are bnexp.run.layers.NORMS: one entry there (and a configs/norm/NAME.yaml) adds one.
@@ -307,6 +308,14 @@ def validate(cfg: Config) -> None:
         )
     if norm.check is not None:
         norm.check(cfg)
+    if cfg.model.name.value == "lenet":  # a fixed architecture: configs/model/lenet.yaml
+        for key, fixed in (("depth", 3), ("width", 10)):
+            if getattr(cfg, key) != fixed:
+                raise UserError(
+                    f"{key}={getattr(cfg, key)} is not allowed with model=lenet: its architecture "
+                    "is fixed (conv 10 and 20 channels 5x5, then dense 100: 3 hidden blocks, "
+                    f"10 channels in the first), so {key} must be {fixed}."
+                )
     if not 0 <= cfg.track_unit < cfg.width:
         raise UserError(
             f"track_unit={cfg.track_unit} is not allowed: it must lie in [0, width-1] = [0, {cfg.width - 1}]."

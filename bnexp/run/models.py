@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from bnexp.run.cnn import build_cnn
 from bnexp.run.layers import Block, get_norm_layer, make_activation, seed_noise, weight_layer_bias
+from bnexp.run.lenet import build_lenet
 
 
 class MLP(nn.Module):
@@ -73,6 +74,16 @@ def initialize(model: nn.Module, scheme: str, std: float = 0.01, gain: float = 1
 
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The network a `bnexp.run.config.Config` describes, initialised as it asks."""
+    if cfg.model.name.value == "lenet":  # fixed architecture: depth and width are not read
+        model = build_lenet(
+            input_shape, num_classes, act=cfg.act.value,
+            conv_norm_layer=get_norm_layer(cfg, spatial=True),
+            dense_norm_layer=get_norm_layer(cfg, spatial=False),
+            placement=cfg.placement.value, dropout=cfg.dropout,
+        )  # fmt: skip
+        initialize(model, cfg.init.value, cfg.init_std, cfg.init_gain)
+        seed_noise(model, cfg.seed)
+        return model
     spatial = cfg.model.name.value == "cnn"
     common = dict(
         depth=cfg.depth, width=cfg.width, act=cfg.act.value,
