@@ -1454,6 +1454,68 @@ def renorm(ctx: FigureContext) -> Figure:
     return decorate(fig, "Batch renormalization: small and non-i.i.d. batches", caption, handles)
 
 
+# --------------------------------------------------------------------------------------------
+# lenet
+# --------------------------------------------------------------------------------------------
+
+
+@style.styled
+def lenet(ctx: FigureContext) -> Figure:
+    """The slides' CNN: (a) test accuracy vs epochs (of the claims' `epoch_steps` updates), with
+    and without BN, BN's epoch-1 accuracy dotted; (b) accuracy after epochs 1-3 beside the
+    slides' published BN numbers."""
+    fig, axes = style.new_figure(1, 2, panel_height=2.5)
+    ax_a, ax_b = axes[0]
+    epoch_steps = int(_claim_arg(ctx.finding, "epoch_steps", 1563))
+    published_batch = ctx.finding.published_values.get("batch") or {}
+    published = {int(k): float(v) for k, v in published_batch.items()}
+    handles: list[Any] = []
+    drawn = False
+    for norm, color, label in (("batch", BN_COLOR, "BN"), ("none", PLAIN_COLOR, "no BN")):
+        curves = _seed_curves(ctx, {"norm": norm})
+        if curves.empty:
+            continue
+        drawn = True
+        in_epochs = curves.set_axis(curves.index / epoch_steps, axis=0) * 100
+        draw_mean_band(ax_a, in_epochs, color, label=label)
+        handles.append(Line2D([], [], color=color, label=f"{label} (ours)"))
+        whole = curves[(curves.index > 0) & (curves.index % epoch_steps == 0)]
+        epochs = [int(s // epoch_steps) for s in whole.index if s // epoch_steps <= 3]
+        if epochs:
+            means = [100 * whole.loc[e * epoch_steps].mean() for e in epochs]
+            ax_b.plot(epochs, means, color=color, marker="o", markersize=4)
+            for e, m in zip(epochs, means, strict=True):
+                ax_b.annotate(f"{m:.2f}", (e, m), textcoords="offset points", xytext=(4, -9),
+                              fontsize=6, color=color)  # fmt: skip
+            if norm == "batch" and 1 in epochs:
+                ax_a.axhline(means[0], color=color, linestyle=":", linewidth=0.9)
+    if published:
+        epochs = sorted(published)
+        ax_b.plot(epochs, [published[e] for e in epochs], color="black", marker="s",
+                  markersize=4, linestyle="--")  # fmt: skip
+        for e in epochs:
+            ax_b.annotate(f"{published[e]:.2f}", (e, published[e]), textcoords="offset points",
+                          xytext=(4, 4), fontsize=6)  # fmt: skip
+        label = "BN, the slides (MNIST)"
+        handles.append(Line2D([], [], color="black", marker="s", linestyle="--", label=label))
+    if not drawn:
+        style.no_data(ax_a)
+    ax_a.set_title("(a) test accuracy")
+    ax_a.set_xlabel(f"epochs ({epoch_steps:,} updates = the slides' epoch)")
+    ax_a.set_ylabel("test accuracy (%)")
+    ax_b.set_title("(b) after epochs 1-3")
+    ax_b.set_xlabel("epoch")
+    ax_b.set_xticks([1, 2, 3])
+    ax_b.set_ylabel("test accuracy (%)")
+    caption = [
+        f"{_dataset(ctx)}: the slides' Keras CNN (model=lenet), batch 32, SGD lr 0.01, BN momentum 0.99 "
+        "(Keras convention), eps 1e-3. Line = seed mean, band = seed range; dotted: BN after epoch 1. "
+        "Published: the slides quoted in issue 12 (MNIST, 50,000 train / 10,000 validation images).",
+        *ctx.caption,
+    ]
+    return decorate(fig, "The slides' CNN with and without BN", caption, handles)
+
+
 FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "fig1": fig1,
     "fig1_dist": fig1_dist,
@@ -1472,4 +1534,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "explosion": explosion,
     "renorm": renorm,
     "regularization": regularization,
+    "lenet": lenet,
 }

@@ -55,6 +55,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
         }
     },
     "regularization": {"grid": {}},
+    "lenet": {"grid": {"norm": ["batch", "none"]}},
     "init_scale": {
         "grid": {
             "norm": ["batch", "none"],

@@ -228,6 +228,7 @@ ORDER = {
             "linear-depth",
             "init-scale",
             "regularization",
+            "lenet",
             "explosion",
             "renorm",
         ]
