@@ -101,7 +101,10 @@ def dataloader_loop(cfg: Config, data: InMemoryData) -> float:
         def __init__(self, images, labels):
             self.images, self.labels = images.squeeze(1).numpy(), labels
             self.transform = transforms.Compose(
-                [transforms.ToTensor(), transforms.Normalize((data.mean.item(),), (data.std.item(),))]
+                [
+                    transforms.ToTensor(),
+                    transforms.Normalize((data.mean.item(),), (data.std.item(),)),
+                ]
             )
 
         def __len__(self):
@@ -113,7 +116,9 @@ def dataloader_loop(cfg: Config, data: InMemoryData) -> float:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.input_shape, data.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
-    loader = DataLoader(Digits(data.x_train, data.y_train), batch_size=cfg.batch_size, shuffle=True, drop_last=True)
+    loader = DataLoader(
+        Digits(data.x_train, data.y_train), batch_size=cfg.batch_size, shuffle=True, drop_last=True
+    )
     steps, start = 0, time.perf_counter()
     while steps < cfg.steps:
         for x, y in loader:
@@ -133,14 +138,19 @@ def default_cnn_config(**overrides) -> Config:
 
     register_configs()
     with initialize_config_module(config_module="bnexp.configs", version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=cnn", *(f"{k}={v}" for k, v in overrides.items())])
+        cfg = compose(
+            config_name="config",
+            overrides=["model=cnn", *(f"{k}={v}" for k, v in overrides.items())],
+        )
     return OmegaConf.to_object(cfg)
 
 
 def synthetic_cifar_shaped(train: int, test: int) -> InMemoryData:
     """Random uint8 N×3×32×32 images and labels: CIFAR-10's shapes and dtype, not its pixels."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (train + test, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    images = torch.randint(
+        0, 256, (train + test, 3, 32, 32), dtype=torch.uint8, generator=generator
+    )
     labels = torch.randint(0, 10, (train + test,), generator=generator)
     return InMemoryData(
         "cifar10", "synthetic-cifar-shaped", images[:train], labels[:train], images[train:],
@@ -165,7 +175,9 @@ def interleaved_best(runs: dict, repeats: int) -> tuple[dict, dict, list[dict]]:
     return wall, cpu, rounds
 
 
-def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3) -> tuple[float, float]:
+def log_step_cost(
+    cfg: Config, data: InMemoryData, batch_size: int, repeats: int = 3
+) -> tuple[float, float]:
     """CPU seconds of one log step's measurements (stats, probe pass) and of one training step."""
     from bnexp.run.layers import hidden_blocks
     from bnexp.run.probes import capture
@@ -191,7 +203,9 @@ def log_step_cost(cfg: Config, data: InMemoryData, batch_size: int, repeats: int
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        measure = min(measure, timed(lambda: measure_layers(cfg, model, blocks, seen, probe_x).tolist())[1])
+        measure = min(
+            measure, timed(lambda: measure_layers(cfg, model, blocks, seen, probe_x).tolist())[1]
+        )
     return measure, train_step
 
 
@@ -245,7 +259,9 @@ def bench_cnn(args) -> None:
         f"(target >= 0.85); channels-last / NCHW = {wall['nchw'] / wall['plain_no_eval']:.2f} wall, "
         f"{cpu['nchw'] / cpu['plain_no_eval']:.2f} CPU time"
     )
-    print("(d) one log step's measurements (all layers, probe pass) vs one training step, CPU time:")
+    print(
+        "(d) one log step's measurements (all layers, probe pass) vs one training step, CPU time:"
+    )
     for batch_size in (32, 128, 512):
         measure, step = log_step_cost(cfg, data, batch_size)
         print(
@@ -282,21 +298,44 @@ def make_config_like(cfg: Config, **changes) -> Config:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
-    parser.add_argument("--steps", type=int, default=None, help="default: 5000 (mlp, bnexp's default run), 300 (cnn)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: what bnexp run uses: 1 for the MLP, 2 for the CNN)")
-    parser.add_argument("--repeats", type=int, default=None, help="best of N interleaved rounds; default 5 (mlp), 3 (cnn)")
-    parser.add_argument("--fig1", action="store_true", help="also time the 50,000-step Figure 1 run")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="default: 5000 (mlp, bnexp's default run), 300 (cnn)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: what bnexp run uses: 1 for the MLP, 2 for the CNN)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="best of N interleaved rounds; default 5 (mlp), 3 (cnn)",
+    )
+    parser.add_argument(
+        "--fig1", action="store_true", help="also time the 50,000-step Figure 1 run"
+    )
     parser.add_argument(
         "--data", choices=["mnist", "fashion_mnist"], default="mnist", help="mlp only: data=..."
     )
     parser.add_argument("--data-root", default="~/.cache/bnexp/data", help="mlp only: data.root")
     parser.add_argument("--batch-size", type=int, default=128, help="cnn only")
-    parser.add_argument("--cnn-train", type=int, default=50_000, help="cnn only: synthetic training images")
+    parser.add_argument(
+        "--cnn-train", type=int, default=50_000, help="cnn only: synthetic training images"
+    )
     # 4,000 test images evaluated 3 times in 300 steps: the evaluation work per step of a default
     # 5,000-step run on CIFAR-10 (21 evaluations of 10,000 images).
-    parser.add_argument("--cnn-test", type=int, default=4_000, help="cnn only: synthetic test images")
+    parser.add_argument(
+        "--cnn-test", type=int, default=4_000, help="cnn only: synthetic test images"
+    )
     args = parser.parse_args()
     if args.threads is None:
         args.threads = 1 if args.model == "mlp" else 2
@@ -343,8 +382,12 @@ def main() -> None:
         f"b/a = {rate['bnexp'] / rate['plain']:.2f} wall, {cpu_rate['bnexp'] / cpu_rate['plain']:.2f} CPU time "
         f"(target >= 0.85; against a loop without evaluation: {rate['bnexp'] / rate['plain_no_eval']:.2f} wall)"
     )
-    print(f"    median over the {len(paired)} rounds of b/a in CPU time: {paired[len(paired) // 2]:.2f} (range {paired[0]:.2f}-{paired[-1]:.2f})")
-    print(f"b/c = {rate['bnexp'] / rate['loader']:.1f} wall, {cpu_rate['bnexp'] / cpu_rate['loader']:.1f} CPU time (target >= 4)")
+    print(
+        f"    median over the {len(paired)} rounds of b/a in CPU time: {paired[len(paired) // 2]:.2f} (range {paired[0]:.2f}-{paired[-1]:.2f})"
+    )
+    print(
+        f"b/c = {rate['bnexp'] / rate['loader']:.1f} wall, {cpu_rate['bnexp'] / cpu_rate['loader']:.1f} CPU time (target >= 4)"
+    )
     evaluation, step = evaluation_cost(cfg, data)
     every = eval_interval(cfg)
     # Evaluated at steps 0, every, 2 every, ... and at the last step.

@@ -40,20 +40,41 @@ def networks():
     for norm in ("batch", "none"):
         yield (
             f"mlp 3x100 sigmoid norm={norm} batch 60",
-            lambda n=norm: build_mlp(784, 10, depth=3, width=100, act="sigmoid", norm_layer=norm_layer_named(n, spatial=False)),
+            lambda n=norm: build_mlp(
+                784,
+                10,
+                depth=3,
+                width=100,
+                act="sigmoid",
+                norm_layer=norm_layer_named(n, spatial=False),
+            ),
             (1, 28, 28),
             60,
         )
     for norm in ("batch", "none"):
         yield (
             f"cnn d3 w32 sigmoid 1x28x28 norm={norm} batch 60",
-            lambda n=norm: build_cnn((1, 28, 28), 10, depth=3, width=32, act="sigmoid", norm_layer=norm_layer_named(n, spatial=True)),
+            lambda n=norm: build_cnn(
+                (1, 28, 28),
+                10,
+                depth=3,
+                width=32,
+                act="sigmoid",
+                norm_layer=norm_layer_named(n, spatial=True),
+            ),
             (1, 28, 28),
             60,
         )
     yield (
         "cnn d3 w32 sigmoid 3x32x32 norm=batch batch 128",
-        lambda: build_cnn((3, 32, 32), 10, depth=3, width=32, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=True)),
+        lambda: build_cnn(
+            (3, 32, 32),
+            10,
+            depth=3,
+            width=32,
+            act="sigmoid",
+            norm_layer=norm_layer_named("batch", spatial=True),
+        ),
         (3, 32, 32),
         128,
     )
@@ -113,7 +134,14 @@ def resolution(points: tuple[int, ...] = (8, 64), steps: tuple[int, ...] = (0, 5
     import numpy as np
 
     torch.manual_seed(0)
-    model = build_mlp(784, 10, depth=3, width=100, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False))
+    model = build_mlp(
+        784,
+        10,
+        depth=3,
+        width=100,
+        act="sigmoid",
+        norm_layer=norm_layer_named("batch", spatial=False),
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(1)
     x_all = torch.randn(600, 784, generator=generator)

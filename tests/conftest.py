@@ -34,7 +34,9 @@ def bundled_data():
     return load_data("mnist", "/nonexistent", "bundled", False, False)
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
     """`bnexp ARGS` in a fresh interpreter (Hydra reconfigures logging in-process)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
@@ -49,4 +51,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 # Flags every test run passes: offline data, no download attempt, few steps.
-TINY = ["data.source=bundled", "data.download=false", "steps=20", "log_every=5", "eval_every=10", "width=16", "probe_size=32"]
+TINY = [
+    "data.source=bundled",
+    "data.download=false",
+    "steps=20",
+    "log_every=5",
+    "eval_every=10",
+    "width=16",
+    "probe_size=32",
+]

@@ -50,7 +50,10 @@ from synthetic_data import (
 )
 
 CIFAR_SHAPE, MNIST_SHAPE = (3, 32, 32), (1, 28, 28)
-NORMS, ACTS = ("batch", "noisy", "group", "layer", "none", "renorm"), ("sigmoid", "relu", "tanh", "identity")
+NORMS, ACTS = (
+    ("batch", "noisy", "group", "layer", "none", "renorm"),
+    ("sigmoid", "relu", "tanh", "identity"),
+)
 
 
 def make_config(*overrides: str) -> Config:
@@ -376,7 +379,14 @@ def test_default_cnn_width_comes_from_the_model_group():
 
 def test_groups_must_divide_the_channels():
     with pytest.raises(UserError, match="norm.groups=3"):
-        build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="relu", norm_layer=norm_layer_named("group", spatial=True, groups=3))
+        build_cnn(
+            CIFAR_SHAPE,
+            10,
+            depth=3,
+            width=8,
+            act="relu",
+            norm_layer=norm_layer_named("group", spatial=True, groups=3),
+        )
     with pytest.raises(UserError, match="norm.groups=3 is not allowed with width=32"):
         make_config("norm=group", "norm.groups=3")
     # A divisor of width divides every block's channels (width, 2·width, 4·width).
@@ -384,7 +394,14 @@ def test_groups_must_divide_the_channels():
     model = build_model(cfg, CIFAR_SHAPE, 10)
     assert [b.norm.num_groups for b in hidden_blocks(model)] == [8] * 5
     # Default groups: min(32, channels).
-    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=16, act="relu", norm_layer=norm_layer_named("group", spatial=True))
+    model = build_cnn(
+        CIFAR_SHAPE,
+        10,
+        depth=3,
+        width=16,
+        act="relu",
+        norm_layer=norm_layer_named("group", spatial=True),
+    )
     assert [b.norm.num_groups for b in hidden_blocks(model)] == [16, 32, 32]
 
 
@@ -408,7 +425,14 @@ def pre_activations(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, li
 @pytest.mark.parametrize("act", ["sigmoid", "relu"])
 def test_batchnorm2d_pre_is_standardised_per_channel_over_batch_and_space(act):
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act=act, norm_layer=norm_layer_named("batch", spatial=True)).train()
+    model = build_cnn(
+        CIFAR_SHAPE,
+        10,
+        depth=4,
+        width=8,
+        act=act,
+        norm_layer=norm_layer_named("batch", spatial=True),
+    ).train()
     _, pre = pre_activations(model, torch.randn(16, *CIFAR_SHAPE) * 3 + 1)
     for layer in pre:
         assert layer.is_contiguous(memory_format=torch.channels_last)
@@ -435,7 +459,14 @@ def test_groupnorm_pre_is_standardised_per_group_per_sample(groups):
 
 def test_layernorm_pre_is_standardised_per_sample_over_channels_and_space():
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=3, width=8, act="tanh", norm_layer=norm_layer_named("layer", spatial=True))
+    model = build_cnn(
+        CIFAR_SHAPE,
+        10,
+        depth=3,
+        width=8,
+        act="tanh",
+        norm_layer=norm_layer_named("layer", spatial=True),
+    )
     _, pre = pre_activations(model, torch.randn(5, *CIFAR_SHAPE))
     for layer in pre:
         flat = layer.reshape(len(layer), -1)
@@ -464,7 +495,14 @@ def test_channel_layernorm_is_layernorm_over_c_h_w_with_per_channel_affine():
 @pytest.mark.parametrize("norm", ["group", "layer", "none"])
 def test_batch_independent_norms_give_the_same_per_sample_outputs_at_any_batch_size(norm):
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm_layer=norm_layer_named(norm, spatial=True)).train()
+    model = build_cnn(
+        CIFAR_SHAPE,
+        10,
+        depth=4,
+        width=8,
+        act="sigmoid",
+        norm_layer=norm_layer_named(norm, spatial=True),
+    ).train()
     images = torch.randn(64, *CIFAR_SHAPE)
     logits_64, pre_64 = pre_activations(model, images)
     logits_2, pre_2 = pre_activations(model, images[:2])
@@ -475,7 +513,14 @@ def test_batch_independent_norms_give_the_same_per_sample_outputs_at_any_batch_s
 
 def test_batchnorm_outputs_depend_on_the_batch():
     torch.manual_seed(0)
-    model = build_cnn(CIFAR_SHAPE, 10, depth=4, width=8, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=True)).train()
+    model = build_cnn(
+        CIFAR_SHAPE,
+        10,
+        depth=4,
+        width=8,
+        act="sigmoid",
+        norm_layer=norm_layer_named("batch", spatial=True),
+    ).train()
     images = torch.randn(64, *CIFAR_SHAPE)
     logits_64, pre_64 = pre_activations(model, images)
     logits_2, pre_2 = pre_activations(model, images[:2])

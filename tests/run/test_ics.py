@@ -35,7 +35,9 @@ def mlp(norm: str, depth: int = 3, act: str = "sigmoid", seed: int = 0) -> nn.Mo
 
 def cnn(norm: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return build_cnn((2, 8, 8), 3, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True))
+    return build_cnn(
+        (2, 8, 8), 3, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True)
+    )
 
 
 def batch(shape: tuple[int, ...], classes: int, n: int = 16, seed: int = 1):

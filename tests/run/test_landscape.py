@@ -84,10 +84,19 @@ def test_networks_match_hand_computation(kind):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
     if arch == "mlp":
-        net = build_mlp(6, 4, depth=3, width=8, act="relu", norm_layer=norm_layer_named(norm, spatial=False))
+        net = build_mlp(
+            6, 4, depth=3, width=8, act="relu", norm_layer=norm_layer_named(norm, spatial=False)
+        )
         x = torch.randn(16, 6, generator=generator)
     else:
-        net = build_cnn((2, 8, 8), 4, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True))
+        net = build_cnn(
+            (2, 8, 8),
+            4,
+            depth=3,
+            width=4,
+            act="relu",
+            norm_layer=norm_layer_named(norm, spatial=True),
+        )
         x = torch.randn(16, 2, 8, 8, generator=generator)
     y = torch.randint(0, 4, (16,), generator=generator)
     lr = 0.5
@@ -121,7 +130,9 @@ def test_steps_down_the_gradient():
     assert list(result.losses) == sorted(result.losses, reverse=True)  # 4·lr still below 1/β
 
     torch.manual_seed(0)
-    net = build_mlp(6, 4, depth=3, width=8, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False))
+    net = build_mlp(
+        6, 4, depth=3, width=8, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False)
+    )
     generator = torch.Generator().manual_seed(1)
     xb, yb = (
         torch.randn(32, 6, generator=generator),
@@ -134,7 +145,9 @@ def test_steps_down_the_gradient():
 def test_all_parameters_move():
     """The full gradient: a parameter left out would leave ||g|| short of the whole gradient."""
     torch.manual_seed(0)
-    net = build_mlp(6, 4, depth=2, width=8, act="tanh", norm_layer=norm_layer_named("batch", spatial=False))
+    net = build_mlp(
+        6, 4, depth=2, width=8, act="tanh", norm_layer=norm_layer_named("batch", spatial=False)
+    )
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 6, generator=generator), torch.randint(0, 4, (16,), generator=generator)
     F.cross_entropy(net(x), y).backward()

@@ -30,9 +30,18 @@ def network(kind: str) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(0)
     arch, norm = kind.split("-")
     if arch == "cnn":
-        return build_cnn((2, 8, 8), 4, depth=3, width=4, act="relu", norm_layer=norm_layer_named(norm, spatial=True)), (2, 8, 8)
+        return build_cnn(
+            (2, 8, 8),
+            4,
+            depth=3,
+            width=4,
+            act="relu",
+            norm_layer=norm_layer_named(norm, spatial=True),
+        ), (2, 8, 8)
     base = "batch" if norm in ("renorm", "dropout") else norm
-    model = build_mlp(6, 4, depth=3, width=8, act="sigmoid", norm_layer=norm_layer_named(base, spatial=False))
+    model = build_mlp(
+        6, 4, depth=3, width=8, act="sigmoid", norm_layer=norm_layer_named(base, spatial=False)
+    )
     if norm == "renorm":  # schedule relaxed after half a step: r and d act from step 1
         for block in hidden_blocks(model):
             block.norm = BatchRenorm1d(8, momentum=0.1, schedule=RenormSchedule(scale=1e-4))

@@ -35,7 +35,15 @@ ACT_TYPES = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "identity"
     list(itertools.product(NORM_TYPES, ["pre", "post"], [True, False], ACT_TYPES)),
 )
 def test_mlp_structure(norm, placement, affine, act):
-    model = build_mlp(784, 10, depth=3, width=20, act=act, placement=placement, norm_layer=norm_layer_named(norm, spatial=False, affine=affine))
+    model = build_mlp(
+        784,
+        10,
+        depth=3,
+        width=20,
+        act=act,
+        placement=placement,
+        norm_layer=norm_layer_named(norm, spatial=False, affine=affine),
+    )
     blocks = hidden_blocks(model)
     assert len(blocks) == 3
     for block in blocks:
@@ -53,15 +61,33 @@ def test_mlp_structure(norm, placement, affine, act):
 
 def test_placement_orders_the_block():
     x = torch.randn(32, 5)
-    for placement, expected in [("pre", lambda b, z: b.act(b.norm(z))), ("post", lambda b, z: b.norm(b.act(z)))]:
-        model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False), placement=placement)
+    for placement, expected in [
+        ("pre", lambda b, z: b.act(b.norm(z))),
+        ("post", lambda b, z: b.norm(b.act(z))),
+    ]:
+        model = build_mlp(
+            5,
+            2,
+            depth=1,
+            width=4,
+            act="sigmoid",
+            norm_layer=norm_layer_named("batch", spatial=False),
+            placement=placement,
+        )
         block = hidden_blocks(model)[0]
         z = block.weight_layer(x)
         assert torch.allclose(block(x), expected(block, z))
 
 
 def test_affine_false_fixes_gamma_one_beta_zero():
-    model = build_mlp(5, 2, depth=1, width=4, act="sigmoid", norm_layer=norm_layer_named("batch", spatial=False, affine=False))
+    model = build_mlp(
+        5,
+        2,
+        depth=1,
+        width=4,
+        act="sigmoid",
+        norm_layer=norm_layer_named("batch", spatial=False, affine=False),
+    )
     norm = hidden_blocks(model)[0].norm
     assert norm.weight is None and norm.bias is None
     z = torch.randn(64, 4)
@@ -78,7 +104,14 @@ def test_group_norm_groups_must_divide_channels():
 
 def test_gaussian_init_has_the_requested_std():
     torch.manual_seed(0)
-    model = build_mlp(784, 10, depth=2, width=200, act="sigmoid", norm_layer=norm_layer_named("none", spatial=False))
+    model = build_mlp(
+        784,
+        10,
+        depth=2,
+        width=200,
+        act="sigmoid",
+        norm_layer=norm_layer_named("none", spatial=False),
+    )
     initialize(model, "gaussian", std=0.01)
     weight = hidden_blocks(model)[0].weight_layer.weight
     assert weight.std().item() == pytest.approx(0.01, rel=0.02)
