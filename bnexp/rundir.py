@@ -57,6 +57,17 @@ LAYERS_FILE = "layers.csv"
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 PLOTS_DIR = "plots"
 
+# The optional optimisation measurements (measure.landscape / measure.ics; bnexp/run/
+# landscape.py, bnexp/run/ics.py): empty cells unless switched on, and only at the steps they
+# ran. A file written before they existed lacks them: read as empty, without a warning.
+METRIC_MEASURE_COLUMNS: tuple[str, ...] = (
+    "landscape_loss_range",
+    "landscape_grad_pred",
+    "landscape_beta",
+)
+LAYER_MEASURE_COLUMNS: tuple[str, ...] = ("ics_diff_norm", "ics_cosine")
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(METRIC_MEASURE_COLUMNS + LAYER_MEASURE_COLUMNS)
+
 METRICS_COLUMNS: tuple[str, ...] = (
     "step",
     "train_loss",
@@ -64,7 +75,8 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "test_loss",
     "test_acc",
     "lr",
-    "elapsed_s",
+    *METRIC_MEASURE_COLUMNS,
+    "elapsed_s",  # last: wall time, the one column that differs between identical runs
 )
 # The per-layer statistics, in file order; bnexp/run/stats.py computes one per name.
 LAYER_STAT_COLUMNS: tuple[str, ...] = (
@@ -95,7 +107,7 @@ LAYER_STAT_COLUMNS: tuple[str, ...] = (
     "running_mean_mean",
     "running_var_mean",
 )
-LAYERS_COLUMNS: tuple[str, ...] = ("step", "layer", *LAYER_STAT_COLUMNS)
+LAYERS_COLUMNS: tuple[str, ...] = ("step", "layer", *LAYER_STAT_COLUMNS, *LAYER_MEASURE_COLUMNS)
 # Column types as readers get them: these are int64, every other contract column float64 (an
 # empty cell is NaN), whatever the file's values look like ("1" is written for 1.0).
 INTEGER_COLUMNS: tuple[str, ...] = ("step", "layer")
@@ -327,7 +339,7 @@ def read_csv_tolerant(path: Path, columns: Sequence[str]) -> tuple[pd.DataFrame,
     except unreadable as err:
         return empty_frame(columns), warnings + [f"{path}: cannot parse ({err})"]
     missing = [name for name in columns if name not in frame.columns]
-    if missing:
+    if any(name not in OPTIONAL_COLUMNS for name in missing):
         warnings.append(f"{path}: no column(s) {', '.join(missing)}; treated as empty")
     for name in missing:
         frame[name] = np.nan

@@ -118,7 +118,9 @@ def synthetic_frames(
                     "running_var_mean": 1.0 if norm == "batch" else np.nan,
                 }
             )
-    return metrics[list(METRICS_COLUMNS)], pd.DataFrame(rows)[list(LAYERS_COLUMNS)]
+    # The opt-in measurement columns (rundir.*_MEASURE_COLUMNS) stay empty, as in a run without them.
+    layers = pd.DataFrame(rows).reindex(columns=list(LAYERS_COLUMNS))
+    return metrics.reindex(columns=list(METRICS_COLUMNS)), layers
 
 
 def write_run(

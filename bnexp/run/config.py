@@ -126,6 +126,28 @@ class OptimConfig:
     weight_decay: float = 0.0
 
 
+class IcsMoved(Enum):
+    block = "block"  # "layer j updated" = all of block j's parameters (weight, bias, gamma/beta)
+    weight = "weight"  # the weight matrix (conv kernel) alone
+
+
+@dataclass
+class MeasureConfig:
+    """Opt-in optimisation measurements (Santurkar et al. 2018; bnexp/run/ics.py and
+    bnexp/run/landscape.py), taken at log steps before the step's forward pass; they never
+    change what the run learns. Off (the default), their CSV columns are empty."""
+
+    ics: bool = False  # layers.csv ics_diff_norm, ics_cosine (Definition 2.1)
+    landscape: bool = False  # metrics.csv landscape_loss_range, _grad_pred, _beta (Sec. 3.2)
+    # Steps between measurements: a multiple of the log interval; null: every log step.
+    every: int | None = None
+    # Step sizes along -g: landscape_points values log-spaced over landscape_range x optim.lr
+    # (App. A.2.2, VGG: [1/2, 4] x the learning rate).
+    landscape_range: list[float] = field(default_factory=lambda: [0.5, 4.0])
+    landscape_points: int = 8
+    ics_moved: IcsMoved = IcsMoved.block
+
+
 class LoggerName(Enum):
     none = "none"  # the CSVs only
     tensorboard = "tensorboard"  # also TensorBoard events in <run dir>/tb/ (run/tensorboard.py)
@@ -143,6 +165,7 @@ class Config:
     norm: NormConfig = field(default_factory=NormConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # where rows go besides the CSVs
+    measure: MeasureConfig = field(default_factory=MeasureConfig)  # opt-in: ICS, loss landscape
     depth: int = 3  # hidden layers (MLP) or conv blocks (CNN)
     width: int = 100  # units (MLP) or channels of the first block (CNN)
     act: Act = Act.sigmoid
@@ -231,6 +254,34 @@ def eval_interval(cfg: Config) -> int:
     return every * max(1, round(cfg.steps / 20 / every))
 
 
+def measure_interval(cfg: Config) -> int | None:
+    """Steps between the optimisation measurements; None when both are off."""
+    if not (cfg.measure.ics or cfg.measure.landscape):
+        return None
+    return cfg.measure.every if cfg.measure.every is not None else log_interval(cfg)
+
+
+def _validate_measure(cfg: Config) -> None:
+    every, log_every = cfg.measure.every, log_interval(cfg)
+    if every is not None and (every < 1 or every % log_every != 0):
+        raise UserError(
+            f"measure.every={every} is not allowed: it must be a multiple of the log interval "
+            f"({log_every} steps here: log_every={cfg.log_every}), since the measurements run "
+            "at log steps; or null for every log step."
+        )
+    span = list(cfg.measure.landscape_range)
+    if len(span) != 2 or not all(math.isfinite(v) for v in span) or not 0 < span[0] < span[1]:
+        raise UserError(
+            f"measure.landscape_range={span} is not allowed: it must be [low, high] with "
+            "0 < low < high (multiples of optim.lr; the paper's VGG setting is [0.5, 4.0])."
+        )
+    if cfg.measure.landscape_points < 2:
+        raise UserError(
+            f"measure.landscape_points={cfg.measure.landscape_points} is not allowed: it must "
+            "be an integer >= 2 (step sizes log-spaced over measure.landscape_range, ends included)."
+        )
+
+
 # torch seeds are 64-bit; the augmentation generator takes seed + 1.
 MAX_SEED = 2**63 - 2
 
@@ -308,6 +359,7 @@ def validate(cfg: Config) -> None:
         )
     if norm.check is not None:
         norm.check(cfg)
+    _validate_measure(cfg)
     if cfg.model.name.value == "lenet":  # a fixed architecture: configs/model/lenet.yaml
         for key, fixed in (("depth", 3), ("width", 10)):
             if getattr(cfg, key) != fixed:
@@ -346,6 +398,16 @@ def config_hash(cfg: Any) -> str:
         plain.get("data", {}).pop("batch_classes", None)
     if plain.get("dropout") == 0:  # runs from before the key existed keep their hash
         plain.pop("dropout", None)
+    # The measurements add columns, so they are hashed when on, and only the keys they read:
+    # a run without them keeps the hash it had before they existed.
+    measure = plain.pop("measure", None) or {}
+    if measure.get("ics") or measure.get("landscape"):
+        if not measure.get("ics"):
+            measure.pop("ics_moved", None)
+        if not measure.get("landscape"):
+            measure.pop("landscape_range", None)
+            measure.pop("landscape_points", None)
+        plain["measure"] = measure
     text = json.dumps(plain, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

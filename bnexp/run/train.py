@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnexp.run.checkpoint import Checkpointer, restore_training_state, training_state
-from bnexp.run.config import Config, eval_interval, log_interval
+from bnexp.run.config import Config, eval_interval, log_interval, measure_interval
 from bnexp.run.data import InMemoryData, batch_indices, probe_indices
 from bnexp.run.layers import hidden_blocks
+from bnexp.run.measure import optimisation_cells
 from bnexp.run.models import build_model
 from bnexp.run.probes import capture, frozen_running_stats, probe_pre_activations
 from bnexp.run.stats import (
@@ -34,7 +35,7 @@ from bnexp.run.stats import (
 )
 
 # on_log(metrics_row, layer_rows): metrics_row follows rundir.METRICS_COLUMNS; layer_rows are
-# [step, layer, *stats.LAYER_STATS] lists, one per hidden layer.
+# [step, layer, *stats.LAYER_STATS, *rundir.LAYER_MEASURE_COLUMNS] lists, one per hidden layer.
 LogSink = Callable[[list, list[list]], None]
 
 
@@ -148,6 +149,8 @@ def train(
     probe_x = data.test_inputs[probe_indices(data.y_test, cfg.probe_size)]
     norms = [block.norm for block in blocks]
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
+    measure_every = measure_interval(cfg)  # None: measure.ics and measure.landscape are off
+    no_layer_cells, no_metric_cells = [[None, None] for _ in blocks], [None, None, None]
     first_step, elapsed_before = 0, 0.0  # a resumed run: from its checkpoint
     if resume is not None:
         restore_training_state(resume, model=model, optimizer=optimizer, batches=batches,
@@ -175,6 +178,11 @@ def train(
             if step % eval_every == 0 or final:
                 test_loss, test_acc = evaluate(model, data)
             table = fill(empty_table(len(blocks)), BEFORE_FORWARD, LayerInputs(norms=norms))
+        layer_cells, metric_cells = no_layer_cells, no_metric_cells
+        if logged and not final and measure_every is not None and step % measure_every == 0:
+            # Before the forward pass, outside capture(): they leave model, optimizer and RNG as
+            # they were (bnexp/run/sandbox.py), so the run trains as it would without them.
+            layer_cells, metric_cells = optimisation_cells(cfg, model, blocks, x, y, optimizer)
 
         with (
             capture(blocks) if logged else contextlib.nullcontext() as seen,
@@ -187,7 +195,8 @@ def train(
 
         loss_value = loss.item()
         if not math.isfinite(loss_value):  # a divergence is a result: record it and stop
-            on_log([step, loss_value, None, test_loss, test_acc, lr, round(elapsed(), 3)], [])
+            on_log([step, loss_value, None, test_loss, test_acc, lr, *metric_cells,
+                    round(elapsed(), 3)], [])  # fmt: skip
             return Outcome("diverged", step, step, elapsed(), rate(step), model)
         loss_sum += loss_value
         # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
@@ -207,9 +216,11 @@ def train(
             fill(stats, AFTER_STEP, LayerInputs(weights=weights, weights_before=weights_before))
         train_loss, train_acc = loss_sum / seen_steps, correct / seen_samples
         on_log(
-            [step, train_loss, train_acc, test_loss, test_acc, lr, round(elapsed(), 3)],
-            [[step, layer, *values] for layer, values in enumerate(stats.tolist(), start=1)],
-        )
+            [step, train_loss, train_acc, test_loss, test_acc, lr, *metric_cells,
+             round(elapsed(), 3)],
+            [[step, layer, *values, *cells]
+             for layer, (values, cells) in enumerate(zip(stats.tolist(), layer_cells, strict=True), start=1)],
+        )  # fmt: skip
         if on_capture is not None:
             on_capture(step, seen.pre)
         loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
