@@ -1414,7 +1414,9 @@ def renorm(ctx: FigureContext) -> Figure:
                 if not values.empty:
                     ax_b.bar(i + offset, values.mean(), width, color=color, hatch=hatch,
                              edgecolor="white" if hatch else color)  # fmt: skip
-        ax_b.set_xticks(range(len(norms)), [RENORM_LOOK[n][2] for n in norms])
+        ax_b.set_xticks(
+            range(len(norms)), [{"batch": "BN", "group": "GN"}.get(n, n) for n in norms]
+        )
         handles += [
             Patch(facecolor=style.MUTED, label="(b) i.i.d. batches of 32"),
             Patch(facecolor=style.MUTED, hatch="//", edgecolor="white",
