@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 from bnexp.analysis import style
 from bnexp.analysis.draw import decorate, draw_mean_band, draw_percentile_lines
 from bnexp.describe import dataset_title
+from bnexp.reproduce import optimisation_figures
 from bnexp.reproduce.claims import Missing, Tables, final_accuracy, select, t_interval
 
 BN_COLOR, PLAIN_COLOR = style.COLORS[0], style.COLORS[1]
@@ -1538,3 +1539,5 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "regularization": regularization,
     "lenet": lenet,
 }
+    "ics": optimisation_figures.ics,
+    "smoothness": optimisation_figures.smoothness,

@@ -56,6 +56,8 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
     },
     "regularization": {"grid": {}},
     "lenet": {"grid": {"norm": ["batch", "none"]}},
+    "ics": {"grid": {"norm": ["batch", "none", "noisy"]}, "depth": 4},
+    "smoothness": {"grid": {"norm": ["batch", "none"]}},
     "init_scale": {
         "grid": {
             "norm": ["batch", "none"],
@@ -110,6 +112,10 @@ def synthetic_tables(
                     "test_acc": acc,
                     "train_acc": acc,
                     "train_loss": 2.3 * (1 - acc),
+                    # measure.landscape columns (finding smoothness), shrinking over training
+                    "landscape_loss_range": 1.0 / (1 + step / 100),
+                    "landscape_grad_pred": 2.0 / (1 + step / 100),
+                    "landscape_beta": 20.0 / (1 + step / 100),
                 }
             )
             for layer in range(1, depth + 1):

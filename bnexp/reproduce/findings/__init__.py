@@ -231,6 +231,8 @@ ORDER = {
             "lenet",
             "explosion",
             "renorm",
+            "ics",
+            "smoothness",
         ]
     )
 }
