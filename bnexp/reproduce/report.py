@@ -45,6 +45,8 @@ class FindingResult:
     seconds: float
     notes: list[str] = field(default_factory=list)
     out_dir: Path | None = None
+    # The command line's overrides, e.g. data=fashion_mnist (they select a claim's discussion).
+    overrides: list[str] = field(default_factory=list)
 
     def tally(self) -> Tally:
         """Verdict counts: claims, identity checks and retired claims apart."""
@@ -135,10 +137,13 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _discussion(spec: dict[str, Any], scale: str) -> str | None:
+def _discussion(spec: dict[str, Any], scale: str, overrides: list[str] | None = None) -> str | None:
+    """The claim's discussion of these results: keyed by the scale (`quick`), or by the scale
+    and the command line's overrides (`quick data=fashion_mnist`) for runs made with some; a
+    discussion written for the runs without overrides never describes runs made with them."""
     text = spec.get("discussion")
     if isinstance(text, dict):
-        text = text.get(scale)
+        text = text.get(" ".join([scale, *overrides])) if overrides else text.get(scale)
     return str(text).strip() if text else None
 
 
@@ -203,7 +208,7 @@ def finding_report(result: FindingResult, link_root: Path, heading: str = "#") -
         if spec.get("why"):
             lines.append(f"- why this criterion: {str(spec['why']).strip()}")
         lines += [f"- measured: {claim.value_text}", f"- verdict: {claim.verdict}: {claim.reason}"]
-        discussion = _discussion(spec, result.scale)
+        discussion = _discussion(spec, result.scale, result.overrides)
         if discussion:
             lines.append(
                 f"- our reading (written after the results; the criterion was not changed): {discussion}"

@@ -130,6 +130,7 @@ class Reproducer:
             seconds=elapsed,
             notes=notes,
             out_dir=out_dir,
+            overrides=list(self.options.overrides),
         )
         (out_dir / "REPORT.md").write_text(finding_report(result, link_root=out_dir, heading="#"))
         print(
