@@ -54,6 +54,7 @@ from omegaconf import OmegaConf
 from reference_loop import LAYER_COLUMNS, METRIC_COLUMNS, Reference, run_reference
 
 from bnexp.run.data import load_data
+from bnexp.rundir import LAYER_MEASURE_COLUMNS, METRIC_MEASURE_COLUMNS
 
 from conftest import run_cli
 from synthetic_data import write_mnist
@@ -163,7 +164,11 @@ def mismatches(reference: Reference, run_dir: Path) -> list[str]:
             )
 
     layer_rows = read_rows(run_dir / "layers.csv")
-    assert list(layer_rows[0]) == ["step", "layer", *LAYER_COLUMNS]
+    # The opt-in measurement columns (measure.ics / measure.landscape) follow the statistics and
+    # are empty here: the reference runs leave them off.
+    assert list(layer_rows[0]) == ["step", "layer", *LAYER_COLUMNS, *LAYER_MEASURE_COLUMNS]
+    for row in layer_rows:
+        assert all(row[column] == "" for column in LAYER_MEASURE_COLUMNS)
     keys = [(int(r["step"]), int(r["layer"])) for r in layer_rows]
     assert keys == sorted(reference.layers), (keys, sorted(reference.layers))
     for key, row in zip(keys, layer_rows):
@@ -173,6 +178,7 @@ def mismatches(reference: Reference, run_dir: Path) -> list[str]:
                   expected.values[column], expected.scales.get(column, 0.0))  # fmt: skip
 
     metric_rows = read_rows(run_dir / "metrics.csv")
+    assert all(row[column] == "" for row in metric_rows for column in METRIC_MEASURE_COLUMNS)
     assert [int(r["step"]) for r in metric_rows] == sorted(reference.metrics)
     for row in metric_rows:
         expected = reference.metrics[int(row["step"])]
