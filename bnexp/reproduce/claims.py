@@ -1285,16 +1285,6 @@ def epoch_accuracy_difference(
     return Measurement(float(mean), text, interval=(low, high), detail=detail)
 
 
-def optimisation_comparison(
-    tables: Tables, a: dict, b: dict, column: str, **options: Any
-) -> Measurement:
-    """`a` against `b`, paired by seed, on a measure.ics / measure.landscape column
-    (bnexp/reproduce/optimisation.py)."""
-    from bnexp.reproduce import optimisation
-
-    return optimisation.optimisation_comparison(tables, a, b, column, **options)
-
-
 MEASURES: dict[str, Callable[..., Measurement]] = {
     fn.__name__: fn
     for fn in (
@@ -1323,7 +1313,6 @@ MEASURES: dict[str, Callable[..., Measurement]] = {
         epoch_accuracy_difference,
         layer_growth,
         layer_growth_ratio,
-        optimisation_comparison,
     )
 }
 

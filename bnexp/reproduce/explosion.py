@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from bnexp.reproduce.procedures import ProcedureResult, _load
+from bnexp.reproduce.procedure_base import ProcedureResult, _load
 from bnexp.run.config import Config
 from bnexp.run.train import train
 from bnexp.rundir import LAYERS_COLUMNS, METRICS_COLUMNS

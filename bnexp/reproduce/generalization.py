@@ -62,7 +62,7 @@ def gap_row(cfg: Config, model: nn.Module, data: InMemoryData) -> dict:
 def train_test_gap(configs: list[Config]):
     """Trains every config (a norm, a dropout, a seed) and classifies all its training images
     and all its test images in eval mode. A run that diverges is left out, with a note."""
-    from bnexp.reproduce.procedures import ProcedureResult  # it imports this module
+    from bnexp.reproduce.procedure_base import ProcedureResult
 
     cache: dict[tuple, InMemoryData] = {}
     rows, notes = [], []

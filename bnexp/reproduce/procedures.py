@@ -12,7 +12,6 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -20,32 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnexp.reproduce.generalization import train_test_gap
+from bnexp.reproduce.procedure_base import ProcedureResult, _load  # noqa: F401 (re-exported)
 from bnexp.run.config import Config
-from bnexp.run.data import InMemoryData, load_data
+from bnexp.run.data import InMemoryData
 from bnexp.run.layers import hidden_blocks
 from bnexp.run.train import train
-
-
-@dataclass
-class ProcedureResult:
-    tables: dict[str, pd.DataFrame]
-    data_source: str
-    train_size: int
-    test_size: int
-    notes: list[str] = field(default_factory=list)
-
-
-def _load(cfg: Config, cache: dict) -> InMemoryData:
-    key = (
-        cfg.data.name.value,
-        cfg.data.root,
-        cfg.data.source.value,
-        cfg.data.download,
-        cfg.data.binarize,
-    )
-    if key not in cache:
-        cache[key] = load_data(*key)
-    return cache[key]
 
 
 def _train(cfg: Config, data: InMemoryData):
@@ -418,7 +396,7 @@ def running_average(configs: list[Config]) -> ProcedureResult:
 
 def explosion(configs: list[Config]) -> ProcedureResult:
     """Step-0 gradient profiles and a trainable-depth slice: bnexp/reproduce/explosion.py."""
-    from bnexp.reproduce.explosion import explosion as measure  # that module imports this one
+    from bnexp.reproduce.explosion import explosion as measure  # torch-heavy: on demand
 
     return measure(configs)
 

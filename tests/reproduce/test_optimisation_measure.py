@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bnexp.reproduce.optimisation  # noqa: F401 (registers optimisation_comparison)
 from bnexp.reproduce.claims import MEASURES, Missing, Tables
 
 NAN, INF = math.nan, math.inf
