@@ -40,6 +40,7 @@ from bnexp.run.probes import capture
 from bnexp.run.renorm import BatchRenorm2d
 from bnexp.run.stats import LAYER_STATS, moments, percentiles, saturation_fraction
 from bnexp.run.train import train
+from bnexp.rundir import LAYERS_COLUMNS
 
 from synthetic_data import (
     CIFAR_FOLDER,
@@ -82,7 +83,7 @@ class Sink:
         self.layers.extend(layer_rows)
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.layers, columns=["step", "layer", *LAYER_STATS], dtype=float)
+        return pd.DataFrame(self.layers, columns=list(LAYERS_COLUMNS), dtype=float)
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,7 +616,7 @@ def test_cli_trains_a_groupnorm_cnn_on_mnist_idx_with_batch_of_two(tmp_path):
     assert meta["status"] == "completed" and meta["data_source"] == "torchvision"
     assert meta["config"]["model"]["name"] == "cnn" and meta["config"]["width"] == 8
     layers = pd.read_csv(run_dir / "layers.csv")
-    assert list(layers.columns) == ["step", "layer", *LAYER_STATS]
+    assert list(layers.columns) == list(LAYERS_COLUMNS)
     cfg = make_config(
         "data=mnist", "norm=group", "batch_size=2", "steps=6", "log_every=2", "width=8"
     )
