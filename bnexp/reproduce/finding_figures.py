@@ -1543,6 +1543,6 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "renorm": renorm,
     "regularization": regularization,
     "lenet": lenet,
-}
     "ics": optimisation_figures.ics,
     "smoothness": optimisation_figures.smoothness,
+}
