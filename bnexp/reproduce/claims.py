@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bnexp.analysis import intervals
+from bnexp.reproduce.layer_growth import expected_rate, growth_factors, log_slope
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -910,9 +911,7 @@ def layer_factor(
         run = run.sort_values("layer")
         if len(run) < 2:
             raise Missing(f"run {run_id}: fewer than two hidden layers >= {first_layer}")
-        slope = np.polyfit(run["layer"].to_numpy(float), np.log(_positive(run[column], column)), 1)[
-            0
-        ]
+        slope = log_slope(run["layer"], _positive(run[column], column))
         per_run.append(
             {
                 **{k: run[k].iloc[0] for k in group_by},
@@ -1063,7 +1062,6 @@ def final_accuracy_range(
 def _growth(
     tables: Tables, table: str, where: dict, column: str, first_layer: int, skip_top: int
 ) -> pd.DataFrame:
-    from bnexp.reproduce.layer_growth import growth_factors
 
     rows = select(_extra(tables, table), where)
     if rows.empty:
@@ -1091,7 +1089,6 @@ def layer_growth(
     hidden layers first_layer .. depth - skip_top, geometric mean over seeds; value = the largest
     |factor / expected - 1| over the groups, `expected` a number or a rate of
     bnexp.reproduce.layer_growth.EXPECTED_RATES (a function of the batch size)."""
-    from bnexp.reproduce.layer_growth import expected_rate
 
     detail = _growth(tables, table, where, column, first_layer, skip_top)
     detail["expected"] = [expected_rate(expected, b) for b in detail["batch_size"]]

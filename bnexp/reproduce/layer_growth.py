@@ -45,15 +45,21 @@ def expected_rate(expected: str | float, batch_size: float) -> float:
     return float(expected)
 
 
-def fit_factor(layers: np.ndarray, values: np.ndarray) -> float:
-    """exp(−slope) of the least-squares line through log(values) against the layer index: the
-    factor by which `values` grow per layer TOWARDS THE INPUT (towards smaller indices)."""
+def log_slope(layers: np.ndarray, values: np.ndarray) -> float:
+    """Slope of the least-squares line through log(values) against the layer index: the log of
+    the factor by which `values` grow per layer TOWARDS THE OUTPUT (towards larger indices)."""
     layers, values = np.asarray(layers, float), np.asarray(values, float)
     if len(layers) < 2:
         raise ValueError("a per-layer factor needs at least two layers")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError("a value is 0, negative or not finite: its log is undefined")
-    return float(np.exp(-np.polyfit(layers, np.log(values), 1)[0]))
+    return float(np.polyfit(layers, np.log(values), 1)[0])
+
+
+def fit_factor(layers: np.ndarray, values: np.ndarray) -> float:
+    """exp(−log_slope): the factor by which `values` grow per layer TOWARDS THE INPUT (towards
+    smaller indices)."""
+    return float(np.exp(-log_slope(layers, values)))
 
 
 def fitted_layers(layer: pd.Series, depth: pd.Series, first_layer: int, skip_top: int) -> pd.Series:
