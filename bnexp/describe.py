@@ -99,6 +99,7 @@ def config_summary(
 
 DATASET_TITLES: dict[str, str] = {
     "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+    "gaussian_regression": "synthetic Gaussian regression",
 }  # fmt: skip
 
 

@@ -121,6 +121,8 @@ BUNDLED_SOURCE = "bundled-mnist5k"
 BUNDLED_TEXT = "bundled MNIST subset (5,000 digits)"
 TORCHVISION_SOURCE = "torchvision"  # torchvision's files under data.root
 DEBIAN_SOURCE_PREFIX = "debian:"  # + the directory of Debian's dataset-fashion-mnist package
+# data=gaussian_regression: made in memory from data.seed (bnexp/run/synthetic.py), no files.
+SYNTHETIC_SOURCE = "synthetic:gaussian-linear-teacher"
 
 # --------------------------------------------------------------------------------------------
 # Run status: meta.json's `status`, and "stale"

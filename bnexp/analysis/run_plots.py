@@ -98,6 +98,13 @@ def layer_grid(n_layers: int, *, sharey: bool = True) -> tuple[Figure, list[Axes
 # --------------------------------------------------------------------------------------------
 
 
+# The y label of the loss panel, by the run's `loss` key.
+LOSS_LABELS = {
+    "cross_entropy": "cross-entropy loss (nats)",
+    "mse": "mean squared error (target units²)",
+}
+
+
 @style.styled
 def plot_curves(
     metrics: pd.DataFrame,
@@ -105,12 +112,14 @@ def plot_curves(
     diverged_at_step: float | None = None,
     title: str = RUN_PLOT_TITLES["curves"],
     caption: Sequence[str] = (),
+    loss_label: str = "cross-entropy loss (nats)",
 ) -> Figure:
-    """Train (per batch) and test loss and accuracy against the training step."""
+    """Train (per batch) and test loss and accuracy against the training step. A run without
+    accuracy (a regression loss: the column is empty) gets its accuracy panel marked so."""
     fig, axes = style.new_figure(1, 2, panel_height=2.3, sharex=True)
     loss_ax, acc_ax = axes[0]
     train = metrics[metrics["train_loss"].notna() | metrics["train_acc"].notna()]
-    test = metrics[metrics["test_acc"].notna()]
+    test = metrics[metrics["test_acc"].notna() | metrics["test_loss"].notna()]
     if train.empty and test.empty:
         style.no_data(loss_ax)
         style.no_data(acc_ax)
@@ -133,9 +142,11 @@ def plot_curves(
     if style.spans_decades(loss_values, decades=1.0):
         loss_ax.set_yscale("log")
         style.plain_log_ticks(loss_ax)
-    loss_ax.set_ylabel("cross-entropy loss (nats)")
+    loss_ax.set_ylabel(loss_label)
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_ylim(top=min(100.5, acc_ax.get_ylim()[1]))
+    if metrics["train_acc"].isna().all() and metrics["test_acc"].isna().all():
+        style.no_data(acc_ax, "no accuracy: regression targets")
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel(STEP_LABEL)
         style.format_steps(ax)
@@ -384,7 +395,13 @@ def save_run_plots(run_dir: Path) -> list[Path]:
     diverged_at = run.diverged_at_step
     builders: dict[str, Callable[..., Figure]] = {}
     if not run.metrics.empty:
-        builders["curves"] = partial(plot_curves, run.metrics, diverged_at_step=diverged_at)
+        loss = (run.config or {}).get("loss", "cross_entropy")
+        builders["curves"] = partial(
+            plot_curves,
+            run.metrics,
+            diverged_at_step=diverged_at,
+            loss_label=LOSS_LABELS.get(loss, loss),
+        )
     if not run.layers.empty:
         builders["grad_profile"] = partial(plot_grad_profile, run.layers)
         for name, plot in (

@@ -28,6 +28,14 @@ class DatasetName(Enum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"  # full size only (bnexp/run/fashion.py)
     cifar10 = "cifar10"
+    # Synthetic regression, made from data.seed (bnexp/run/synthetic.py): float targets, loss=mse.
+    gaussian_regression = "gaussian_regression"
+
+
+# Datasets whose targets are real vectors (loss=mse), not class labels (loss=cross_entropy).
+REGRESSION_DATASETS = ("gaussian_regression",)
+# The data.* keys only those datasets read: out of other runs' config hash, refused elsewhere.
+REGRESSION_DATA_KEYS = ("input_dim", "output_dim", "train_size", "test_size", "noise_std", "seed")
 
 
 class DataSource(Enum):
@@ -44,6 +52,11 @@ class ModelName(Enum):
 
 # The norms are bnexp.run.layers.NORMS: one entry there (and a configs/norm/NAME.yaml) adds one.
 NormName = Enum("NormName", {name: name for name in NORMS})
+
+
+class LossName(Enum):
+    cross_entropy = "cross_entropy"  # softmax cross-entropy: classification datasets
+    mse = "mse"  # mean squared error over samples and outputs: regression datasets
 
 
 class OptimName(Enum):
@@ -84,6 +97,15 @@ class DataConfig:
     # Non-i.i.d. batches (Ioffe 2017, Sec. 4.3): each batch = batch_classes distinct classes x
     # batch_size / batch_classes images (bnexp/run/data.py ClassBatchOrder); null: i.i.d.
     batch_classes: int | None = None
+    # data=gaussian_regression only (Santurkar et al. 2018, App. A.1): x ~ N(0, I_input_dim),
+    # y = A x + N(0, noise_std^2), A a fixed output_dim x input_dim matrix of N(0, 1) entries;
+    # every draw from data.seed (not the run's seed: all runs see the same data).
+    input_dim: int = 10
+    output_dim: int = 10
+    train_size: int = 1000
+    test_size: int = 1000
+    noise_std: float = 0.0  # in target units
+    seed: int = 0
 
 
 @dataclass
@@ -166,6 +188,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # where rows go besides the CSVs
     measure: MeasureConfig = field(default_factory=MeasureConfig)  # opt-in: ICS, loss landscape
+    # The training loss (bnexp/run/losses.py); it must fit the dataset's targets.
+    loss: LossName = LossName.cross_entropy
     depth: int = 3  # hidden layers (MLP) or conv blocks (CNN)
     width: int = 100  # units (MLP) or channels of the first block (CNN)
     act: Act = Act.sigmoid
@@ -282,6 +306,57 @@ def _validate_measure(cfg: Config) -> None:
         )
 
 
+def is_regression(cfg: Config) -> bool:
+    return cfg.data.name.value in REGRESSION_DATASETS
+
+
+def _validate_data_and_loss(cfg: Config) -> None:
+    """The loss must fit the dataset's targets; the synthetic data's keys must make a data set."""
+    data, loss = cfg.data.name.value, cfg.loss.value
+    if is_regression(cfg):
+        if loss != "mse":
+            raise UserError(
+                f"loss={loss} is not allowed with data={data}: its targets are real vectors, "
+                "not class labels. Valid choices with this dataset: loss=mse."
+            )
+        if cfg.model.name.value != "mlp":
+            raise UserError(
+                f"model={cfg.model.name.value} is not allowed with data={data}: its inputs are "
+                "vectors, not images. Valid choices with this dataset: model=mlp."
+            )
+        for key, value in (
+            ("data.batch_classes", cfg.data.batch_classes),
+            ("data.augment", cfg.data.augment or None),
+            ("data.binarize", cfg.data.binarize or None),
+        ):
+            if value is not None:
+                raise UserError(
+                    f"{key}={value} is not allowed with data={data}: it acts on classes or "
+                    f"images, and this dataset has neither. Leave {key} at its default."
+                )
+        for key in ("input_dim", "output_dim", "train_size", "test_size"):
+            value = getattr(cfg.data, key)
+            if value < 1:
+                raise UserError(f"data.{key}={value} is not allowed: it must be an integer >= 1.")
+        noise = cfg.data.noise_std
+        if not (math.isfinite(noise) and noise >= 0):
+            raise UserError(
+                f"data.noise_std={noise} is not allowed: it must be a finite number >= 0 (the "
+                "standard deviation of the targets' Gaussian noise; 0: none)."
+            )
+        if not 0 <= cfg.data.seed <= MAX_SEED:
+            raise UserError(
+                f"data.seed={cfg.data.seed} is not allowed: it must be an integer between 0 "
+                f"and {MAX_SEED}."
+            )
+    elif loss != "cross_entropy":
+        raise UserError(
+            f"loss={loss} is not allowed with data={data}: its targets are class labels. "
+            f"Valid choices with this dataset: loss=cross_entropy (loss=mse needs a regression "
+            f"dataset: data={'|'.join(REGRESSION_DATASETS)})."
+        )
+
+
 # torch seeds are 64-bit; the augmentation generator takes seed + 1.
 MAX_SEED = 2**63 - 2
 
@@ -360,6 +435,7 @@ def validate(cfg: Config) -> None:
     if norm.check is not None:
         norm.check(cfg)
     _validate_measure(cfg)
+    _validate_data_and_loss(cfg)
     if cfg.model.name.value == "lenet":  # a fixed architecture: configs/model/lenet.yaml
         for key, fixed in (("depth", 3), ("width", 10)):
             if getattr(cfg, key) != fixed:
@@ -396,6 +472,11 @@ def config_hash(cfg: Any) -> str:
         plain.pop("init_gain", None)
     if plain.get("data", {}).get("batch_classes") is None:  # i.i.d.: hashes as before the key
         plain.get("data", {}).pop("batch_classes", None)
+    if plain.get("data", {}).get("name") not in REGRESSION_DATASETS:  # keys it does not read
+        for key in REGRESSION_DATA_KEYS:
+            plain.get("data", {}).pop(key, None)
+    if plain.get("loss") == "cross_entropy":  # runs from before the key existed keep their hash
+        plain.pop("loss", None)
     if plain.get("dropout") == 0:  # runs from before the key existed keep their hash
         plain.pop("dropout", None)
     # The measurements add columns, so they are hashed when on, and only the keys they read:

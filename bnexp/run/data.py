@@ -53,6 +53,14 @@ class InMemoryData:
         return self.train_inputs.index_select(0, index), self.y_train.index_select(0, index)
 
     @property
+    def task(self) -> str:  # bnexp.run.losses: the targets are class labels
+        return "classification"
+
+    @property
+    def num_outputs(self) -> int:  # the network's output units: one logit per class
+        return self.num_classes
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
@@ -142,6 +150,22 @@ def probe_indices(labels: Tensor, size: int) -> Tensor:
     order = torch.argsort(torch.cat(keys))
     chosen = torch.cat(positions)[order[:size]]
     return chosen[torch.randperm(size, generator=generator)]
+
+
+def probe_sample(data, size: int) -> Tensor:
+    """The probe batch's indices into data's held-out set: class-balanced (probe_indices) for
+    class labels; for real-valued targets (synthetic regression, i.i.d. by construction) the
+    first `size` of a permutation seeded with PROBE_SEED."""
+    if data.task == "classification":
+        return probe_indices(data.y_test, size)
+    available = len(data.y_test)
+    if size > available:
+        raise UserError(
+            f"probe_size={size} is not allowed: the held-out set has only {available} samples. "
+            f"Choose probe_size between 1 and {available}."
+        )
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    return torch.randperm(available, generator=generator)[:size]
 
 
 def class_counts(labels: Tensor) -> dict[int, int]:

@@ -2,7 +2,7 @@
 
 `measure.ics` runs bnexp.run.ics (Santurkar et al. 2018, Definition 2.1) and `measure.landscape`
 bnexp.run.landscape (their Sec. 3.2) on the step's training batch, with the run's own loss
-(cross-entropy), optimizer and learning rate. train.py calls `optimisation_cells` at a
+(`loss`: cross-entropy or MSE), optimizer and learning rate. train.py calls `optimisation_cells` at a
 measured log step (not the final one: no update follows it) before the step's forward pass and
 outside the probes' hooks, as both modules require; the run then trains bit-identically to one
 with the measurements off.
@@ -22,12 +22,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnexp.run.config import Config
 from bnexp.run.ics import internal_covariate_shift
 from bnexp.run.landscape import loss_landscape
+from bnexp.run.losses import loss_spec
 
 
 def step_multipliers(cfg: Config) -> tuple[float, ...]:
@@ -49,15 +49,16 @@ def optimisation_cells(
     landscape_grad_pred, landscape_beta]); None for what is off."""
     layer_cells: list[list[float | None]] = [[None, None] for _ in blocks]
     metric_cells: list[float | None] = [None, None, None]
+    loss_fn = loss_spec(cfg.loss.value).fn  # the run's own loss
     if cfg.measure.ics:
         ics = internal_covariate_shift(
-            model, blocks, x, y, optimizer, F.cross_entropy, moved=cfg.measure.ics_moved.value
+            model, blocks, x, y, optimizer, loss_fn, moved=cfg.measure.ics_moved.value
         )
         for layer in range(1, len(blocks)):  # layer 1: G' = G by definition, not measured
             layer_cells[layer] = [ics.diff_norm[layer], ics.cosine[layer]]
     if cfg.measure.landscape:
         lr = optimizer.param_groups[0]["lr"]
-        landscape = loss_landscape(model, x, y, lr, F.cross_entropy, step_multipliers(cfg))
+        landscape = loss_landscape(model, x, y, lr, loss_fn, step_multipliers(cfg))
         metric_cells = [
             landscape.loss_range,
             landscape.gradient_predictiveness,

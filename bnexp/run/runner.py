@@ -19,8 +19,8 @@ from tqdm import tqdm
 from bnexp.describe import config_summary, flatten_config
 from bnexp.errors import UserError
 from bnexp.run.checkpoint import Checkpointer, load_checkpoint
-from bnexp.run.config import Config, config_hash, to_container, validate
-from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_indices
+from bnexp.run.config import Config, config_hash, is_regression, to_container, validate
+from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_sample
 from bnexp.run.records import RunRecord, environment
 from bnexp.run.tensorboard import open_logger
 from bnexp.run.train import train
@@ -110,10 +110,7 @@ def execute(
         if threads < 1:  # the caller's own choice (validate checked the config's `threads`)
             raise UserError(f"threads={threads} is not allowed: threads must be an integer >= 1.")
         torch.set_num_threads(threads)
-        data = load_data(
-            config.data.name.value, config.data.root, config.data.source.value,
-            config.data.download, config.data.binarize,
-        )  # fmt: skip
+        data = load_dataset(config)
         if data.source == BUNDLED_SOURCE and config.data.source.value == "auto":
             root = Path(config.data.root).expanduser()
             if show_progress:
@@ -123,11 +120,15 @@ def execute(
                     "MNIST not under %s and offline: using the BUNDLED 5,000-digit MNIST subset.",
                     root,
                 )
-        probe = probe_indices(data.y_test, config.probe_size)  # train() draws the same
+        probe = probe_sample(data, config.probe_size)  # train() draws the same
+        classes = data.task == "classification"  # regression targets have no classes to count
         record.update_meta(
             data_source=data.source, train_size=len(data.y_train), test_size=len(data.y_test),
             probe_indices=probe.tolist(),
-            probe_class_counts={str(k): n for k, n in class_counts(data.y_test[probe]).items()},
+            probe_class_counts=(
+                {str(k): n for k, n in class_counts(data.y_test[probe]).items()} if classes else None
+            ),
+            **synthetic_meta(config),
         )  # fmt: skip
         augment = None
         if config.data.augment:
@@ -187,6 +188,35 @@ def execute(
     log.info("%s: %s in %.1f s (%.0f steps/s) -> %s", outcome.status, summary,
              outcome.wall_seconds, outcome.steps_per_second, run_dir)  # fmt: skip
     return outcome.status
+
+
+def load_dataset(config: Config):
+    """The run's data in memory: a real dataset (bnexp/run/data.py) or a synthetic one made
+    from data.seed (bnexp/run/synthetic.py)."""
+    if is_regression(config):
+        from bnexp.run.synthetic import gaussian_regression
+
+        d = config.data
+        return gaussian_regression(
+            d.input_dim, d.output_dim, d.train_size, d.test_size, d.noise_std, d.seed
+        )
+    return load_data(
+        config.data.name.value, config.data.root, config.data.source.value,
+        config.data.download, config.data.binarize,
+    )  # fmt: skip
+
+
+def synthetic_meta(config: Config) -> dict:
+    """meta.json's description of a synthetic dataset (what data_source names), else nothing."""
+    if not is_regression(config):
+        return {}
+    d = config.data
+    return {
+        "data_description": (
+            f"x ~ N(0, I_{d.input_dim}), y = A x + N(0, {d.noise_std:g}^2 I_{d.output_dim}), "
+            f"A: {d.output_dim}x{d.input_dim} entries N(0, 1); data.seed={d.seed}"
+        )
+    }
 
 
 def open_csvs_to_resume(record: RunRecord, resume: dict | None) -> dict | None:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bnexp.run.checkpoint import Checkpointer, restore_training_state, training_state
 from bnexp.run.config import Config, eval_interval, log_interval, measure_interval
-from bnexp.run.data import InMemoryData, batch_indices, probe_indices
+from bnexp.run.data import InMemoryData, batch_indices, probe_sample
 from bnexp.run.layers import hidden_blocks
+from bnexp.run.losses import loss_spec, summed_loss, uses_accuracy
 from bnexp.run.measure import optimisation_cells
 from bnexp.run.models import build_model
 from bnexp.run.probes import capture, frozen_running_stats, probe_pre_activations
@@ -62,20 +62,25 @@ def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: InMemoryData, chunk: int = 2000) -> tuple[float, float]:
-    """Test loss and accuracy in eval mode, i.e. with the norms' running statistics."""
+def evaluate(
+    model: nn.Module, data: InMemoryData, chunk: int = 2000, loss: str = "cross_entropy"
+) -> tuple[float, float | None]:
+    """Test loss (the training loss's mean, bnexp/run/losses.py) and accuracy (None for a loss
+    without classes) in eval mode, i.e. with the norms' running statistics."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    spec = loss_spec(loss)
+    loss_sum, correct, terms = 0.0, 0, 0
     for start in range(0, len(data.y_test), chunk):
         x = data.test_inputs[start : start + chunk]
         y = data.y_test[start : start + chunk]
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        outputs = model(x)
+        loss_sum += summed_loss(loss, outputs, y)
+        terms += spec.elements(y)
+        if uses_accuracy(loss):
+            correct += (outputs.argmax(1) == y).sum().item()
     model.train(was_training)
-    n = len(data.y_test)
-    return loss_sum / n, correct / n
+    return loss_sum / terms, (correct / len(data.y_test) if uses_accuracy(loss) else None)
 
 
 def measure_layers(
@@ -136,7 +141,7 @@ def train(
     network of row t = cfg.steps.
     """
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.input_shape, data.num_classes)
+    model = build_model(cfg, data.input_shape, data.num_outputs)
     model.train()
     blocks = hidden_blocks(model)
     optimizer = build_optimizer(cfg, model)
@@ -146,7 +151,9 @@ def train(
     )
     augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
     # A fixed class-balanced sample of the held-out set, the same for every run of a dataset.
-    probe_x = data.test_inputs[probe_indices(data.y_test, cfg.probe_size)]
+    probe_x = data.test_inputs[probe_sample(data, cfg.probe_size)]
+    loss_name = cfg.loss.value
+    loss_fn, with_accuracy = loss_spec(loss_name).fn, uses_accuracy(loss_name)
     norms = [block.norm for block in blocks]
     log_every, eval_every = log_interval(cfg), eval_interval(cfg)
     measure_every = measure_interval(cfg)  # None: measure.ics and measure.landscape are off
@@ -176,7 +183,7 @@ def train(
         test_loss, test_acc, table = None, None, None
         if logged:  # the network after `step` updates, before batch `step` moves the running stats
             if step % eval_every == 0 or final:
-                test_loss, test_acc = evaluate(model, data)
+                test_loss, test_acc = evaluate(model, data, loss=loss_name)
             table = fill(empty_table(len(blocks)), BEFORE_FORWARD, LayerInputs(norms=norms))
         layer_cells, metric_cells = no_layer_cells, no_metric_cells
         if logged and not final and measure_every is not None and step % measure_every == 0:
@@ -189,7 +196,7 @@ def train(
             frozen_running_stats(model) if final else contextlib.nullcontext(),
         ):
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
 
@@ -199,8 +206,9 @@ def train(
                     round(elapsed(), 3)], [])  # fmt: skip
             return Outcome("diverged", step, step, elapsed(), rate(step), model)
         loss_sum += loss_value
-        # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
-        correct += int(np.count_nonzero(logits.detach().numpy().argmax(1) == y.numpy()))
+        if with_accuracy:  # regression: no classes, train_acc stays empty
+            # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
+            correct += int(np.count_nonzero(logits.detach().numpy().argmax(1) == y.numpy()))
         seen_samples += len(y)
         seen_steps += 1
 
@@ -214,7 +222,8 @@ def train(
             weights_before = [w.detach().clone() for w in weights]
             optimizer.step()
             fill(stats, AFTER_STEP, LayerInputs(weights=weights, weights_before=weights_before))
-        train_loss, train_acc = loss_sum / seen_steps, correct / seen_samples
+        train_loss = loss_sum / seen_steps
+        train_acc = correct / seen_samples if with_accuracy else None
         on_log(
             [step, train_loss, train_acc, test_loss, test_acc, lr, *metric_cells,
              round(elapsed(), 3)],
