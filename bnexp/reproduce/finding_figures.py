@@ -1544,5 +1544,6 @@ FIGURES: dict[str, Callable[[FigureContext], Figure]] = {
     "regularization": regularization,
     "lenet": lenet,
     "ics": optimisation_figures.ics,
+    "ics_linear": optimisation_figures.ics_linear,
     "smoothness": optimisation_figures.smoothness,
 }

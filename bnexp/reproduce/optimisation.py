@@ -12,6 +12,9 @@
   t-interval over seeds (on log ratios, then exponentiated); a single seed has none. A seed
   whose ratio is 0 or inf (one variant's median is inf) has no log: if every seed has the same
   such ratio it is the value with a zero-width interval, otherwise there is no interval.
+
+`optimisation_level` gives one variant's level: the mean over seeds of the run medians, with
+the 95% t-interval over seeds.
 """
 
 from __future__ import annotations
@@ -116,5 +119,22 @@ def optimisation_comparison(
     return Measurement(value, text, interval=interval, detail=detail)
 
 
+def optimisation_level(
+    tables: Tables, where: dict, column: str, early_steps: int | None = None
+) -> Measurement:
+    """One variant's level of a measurement column: per seed the run median (as in
+    `optimisation_comparison`), the value their mean with the 95% t-interval over seeds."""
+    medians = run_medians(tables, where, column, early_steps)
+    values = medians.to_numpy(dtype=float)
+    mean, lo, hi = t_interval(values)
+    interval = (float(lo), float(hi)) if len(values) > 1 else None
+    when = "over training" if early_steps is None else f"at steps <= {early_steps:,}"
+    shown = f"{mean:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if interval else "")
+    text = f"median {column} {when} of {describe(where)}, seed mean {shown} ({len(values)} seeds)"
+    detail = pd.DataFrame({"seed": medians.index, describe(where): values})
+    return Measurement(float(mean), text, interval=interval, detail=detail)
+
+
 # Registered here, not in claims.py, so that claims does not import this module back.
 MEASURES["optimisation_comparison"] = optimisation_comparison
+MEASURES["optimisation_level"] = optimisation_level

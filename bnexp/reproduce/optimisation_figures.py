@@ -1,5 +1,5 @@
-"""Figures of the findings `ics` and `smoothness` (Santurkar et al. 2018, Figures 3 and 4),
-drawn from the measure.ics / measure.landscape columns. Pure: returns matplotlib Figures.
+"""Figures of the findings `ics`, `ics-linear` and `smoothness` (Santurkar et al. 2018, Figures 3
+and 4), drawn from the measure.ics / measure.landscape columns. Pure: returns matplotlib Figures.
 
 Registered in bnexp.reproduce.finding_figures.FIGURES; takes its FigureContext (duck-typed
 here, so that this module does not import that one).
@@ -88,6 +88,48 @@ def ics(ctx: Any) -> Figure:
         "Internal covariate shift through gradients, with and without BN (cf. Santurkar et al. 2018, Fig. 3)",
         caption,
         handles=_handles(VARIANTS),
+    )
+
+
+# Finding ics-linear's learning rates: ours (of the mean loss) and the paper's (of the summed
+# loss over 1,000 samples x 10 outputs), bnexp/reproduce/findings/ics-linear.yaml.
+LINEAR_RATES = ((0.01, "1e-6"), (0.001, "1e-7"))
+
+
+@style.styled
+def ics_linear(ctx: Any) -> Figure:
+    """Santurkar et al.'s Figure 3, deep linear network panel: per learning rate (rows), (a)
+    ||G - G'||_2, (b) cos(G, G') and (c) the training loss over training, with and without BN."""
+    fig = Figure(figsize=(style.WIDTH_IN, 4.6), layout="constrained")
+    axes = fig.subplots(len(LINEAR_RATES), 3, sharex=True)
+    for row, (lr, paper_lr) in zip(axes, LINEAR_RATES, strict=True):
+        variants = [({**where, "optim.lr": lr}, *rest) for where, *rest in VARIANTS[:2]]
+        ax_diff, ax_cos, ax_loss = row
+        _panel(ax_diff, ctx, variants, "ics_diff_norm", per_layer=True, log=True)
+        ax_diff.set_ylabel("||G - G'||_2")
+        _panel(ax_cos, ctx, variants, "ics_cosine", per_layer=True, log=False)
+        ax_cos.set_ylabel("cos(G, G')")
+        ax_cos.axhline(0.0, color="0.6", linewidth=0.8, linestyle=":")
+        _panel(ax_loss, ctx, variants, "train_loss", per_layer=False, log=True)
+        ax_loss.set_ylabel("training loss (MSE)")
+        where = f"lr {lr:g} (paper {paper_lr})"
+        ax_diff.set_title(f"(a) ||G - G'||, {where}")
+        ax_cos.set_title(f"(b) cos(G, G'), {where}")
+        ax_loss.set_title(f"(c) training loss, {where}")
+    caption = [
+        "Deep linear network: 24 hidden Linear(10, 10) blocks (with or without BN) + a Linear(10, "
+        "10) output layer, Glorot init, full-batch SGD on 1,000 samples x ~ N(0, I), y = A x. "
+        "Our lr is of the mean loss; the paper's of the sum over 1,000 x 10 terms (x 1e-4). G, G' "
+        "as Definition 2.1, per run the median over hidden layers 2..24; line = seed mean, band = "
+        "min-max over seeds. Published (Santurkar et al. 2018, Fig. 3, DLN): curves only; with BN "
+        "'almost uncorrelated' gradients; no number printed.",
+        *ctx.caption,
+    ]
+    return decorate(
+        fig,
+        "Internal covariate shift in a deep linear network, with and without BN (cf. Santurkar et al. 2018, Fig. 3)",
+        caption,
+        handles=_handles(VARIANTS[:2]),
     )
 
 
