@@ -21,6 +21,9 @@ def bad_inputs(tmp_path):
         "run-dir": ([f"hydra.run.dir={a_file}/x"], [f"hydra.run.dir={a_file}/x", "cannot be created"]),
         "sweep-dir": (["-m", f"hydra.sweep.dir={a_file}/x", "depth=2,3"],
                       [f"hydra.sweep.dir={a_file}/x", "cannot be created"]),
+        "comma-list-without-m": (["norm=batch,none"],
+                                 ["norm=batch,none", "norm several values",
+                                  "use `bnexp run -m ...` to sweep a comma list"]),
         "n_jobs=0": (["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", sweep, "depth=2,3"],
                      ["hydra.launcher.n_jobs=0", ">= 1"]),
     }  # fmt: skip
@@ -36,6 +39,7 @@ def bad_inputs(tmp_path):
         "run-dir",
         "sweep-dir",
         "n_jobs=0",
+        "comma-list-without-m",
     ],
 )
 def test_bad_run_inputs_are_user_errors(tmp_path, case):

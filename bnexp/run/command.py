@@ -95,7 +95,8 @@ def run_command(args: list[str]) -> int:
     register_configs()
     flags, overrides = split_command_line(args)
     if not {"--help", "-h", "--hydra-help"} & set(flags):
-        check_overrides(overrides)
+        multirun = {"-m", "--multirun"} & set(flags) or "hydra.mode=MULTIRUN" in overrides
+        check_overrides(overrides, multirun=bool(multirun))
     sys.argv = ["bnexp", *args]
     LAST_SWEEP.clear()
     try:

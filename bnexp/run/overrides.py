@@ -100,8 +100,24 @@ def is_config_group(key: str) -> bool:
     return (importlib.resources.files("bnexp.configs") / key).is_dir()
 
 
-def check_overrides(overrides: list[str]) -> None:
-    """Raises UserError for the first override value that does not compose."""
+def check_single_run(parsed: list) -> None:
+    """Raises UserError for the first sweep override (`norm=batch,none`, `seed=range(3)`) in
+    a command line that runs one configuration."""
+    for override in parsed:
+        if override.is_sweep_override():
+            line, key = override.input_line, override.key_or_group
+            value = line.split("=", 1)[1]
+            raise UserError(
+                f"{line} is not allowed without -m: {value} gives {key} several values (a "
+                f"sweep), but `bnexp run` without -m runs one configuration. Give {key} one "
+                f"value, or use `bnexp run -m ...` to sweep a comma list (flags first: `bnexp "
+                f"run -m {line} ...`)."
+            )
+
+
+def check_overrides(overrides: list[str], multirun: bool = True) -> None:
+    """Raises UserError for the first override value that does not compose, or (multirun
+    false: `bnexp run` without -m) for the first sweep, which Hydra would only call ambiguous."""
     from hydra import compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -113,6 +129,8 @@ def check_overrides(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as error:
         raise UserError(f"cannot read the overrides: {str(error).splitlines()[0]}") from None
+    if not multirun:
+        check_single_run(parsed)
 
     # An experiment's own config groups (e.g. +experiment/batch_size_scaling=q2) only compose
     # together with the experiment: check every value in its context.
