@@ -3,6 +3,7 @@
     python scripts/bench.py [--steps 3000] [--threads 2] [--fig1]
     python scripts/bench.py --model cnn [--steps 300] [--batch-size 128] [--threads 2]
     python scripts/bench.py --data fashion_mnist [--data-root DIR]   (default: mnist)
+    python scripts/bench.py --eval-cost
 
 All three train the same model (3x100 sigmoid MLP with BN, batch 60) on the same in-memory
 MNIST batches in one process:
@@ -22,6 +23,11 @@ download: `mnist` is full MNIST when its files are under --data-root, else the b
 4,000-image subset; `fashion_mnist` is the 60,000-image Fashion-MNIST. The loading time and
 (d) the cost of one evaluation on the whole test set against a training step are printed, with
 the share of a default run's training time that its default evaluations take.
+
+--eval-cost measures only (d), per test image and per training step at batch 2 ... 128, on
+the bundled subset and on Fashion-MNIST (the numbers behind bnexp.run.config.EVAL_COST), and
+prints a default run's evaluation time over its training steps' time with the ~20-evaluation
+default that issue 11 replaced and with today's.
 
 --model cnn times the default CNN instead (the config `bnexp run model=cnn` composes, at batch
 128) on synthetic CIFAR-shaped data: random uint8 3×32×32 images held in memory like the real
@@ -43,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from bnexp.run.config import Config, eval_interval, register_configs
+from bnexp.run.config import Config, eval_interval, evaluation_steps, log_interval, register_configs
 from bnexp.run.data import InMemoryData, batch_indices, load_data
 from bnexp.run.models import build_model
 from bnexp.run.train import evaluate, train
@@ -65,7 +71,7 @@ def plain_loop(cfg: Config, data: InMemoryData, evaluate_on_schedule: bool = Tru
     model = build_model(cfg, data.input_shape, data.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
     batches = batch_indices(len(data.y_train), cfg.batch_size, cfg.seed)
-    every = eval_interval(cfg)
+    every = eval_interval(cfg, len(data.y_test))
     start = time.perf_counter()
     for step in range(cfg.steps + 1):
         index = next(batches)
@@ -293,6 +299,59 @@ def evaluation_cost(cfg: Config, data: InMemoryData, repeats: int = 5) -> tuple[
     return evaluation, step
 
 
+def old_eval_interval(cfg: Config) -> int:
+    """The default before issue 11: about 20 evaluations per run, whatever they cost."""
+    every = log_interval(cfg)
+    return every * max(1, round(cfg.steps / 20 / every))
+
+
+def evaluation_share(cfg: Config, every: int, evaluation: float, step: float) -> float:
+    """Time of a run's evaluations (steps 0, every, 2 every, ... and the last) over the time of
+    its training steps; evaluation and step in the same units."""
+    evaluations = cfg.steps // every + 1 + (cfg.steps % every != 0)
+    return evaluations * evaluation / (cfg.steps * step)
+
+
+def eval_schedule_lines(cfg: Config, test_size: int, evaluation: float, step: float) -> list[str]:
+    """The default schedule before and after issue 11 with the measured costs (CPU seconds)."""
+    old, new = old_eval_interval(cfg), eval_interval(cfg, test_size)
+    before = evaluation_share(cfg, old, evaluation, step)
+    after = evaluation_share(cfg, new, evaluation, step)
+    return [
+        f"    one evaluation on {test_size:,} test images: {evaluation * 1e3:.1f} ms CPU = "
+        f"{evaluation / step:.0f} training steps of {step * 1e3:.3f} ms (the rule estimates "
+        f"{evaluation_steps(cfg, test_size):.0f})",
+        f"    default {cfg.steps:,}-step run, batch {cfg.batch_size}: evaluations / training "
+        f"steps' time = {before:.3f} before (every {old} steps), {after:.3f} now (every {new}); "
+        f"now/before = {after / before:.2f}",
+    ]
+
+
+def bench_eval_cost(args) -> None:
+    """The measurements behind bnexp.run.config.EVAL_COST and the default run's evaluation share
+    on the bundled subset and on Fashion-MNIST (CPU time of this process)."""
+    for name in ("mnist", "fashion_mnist"):
+        try:
+            data = load_data(name, args.data_root, "auto", False, False)
+        except Exception as error:  # noqa: BLE001 - a missing dataset is reported, not fatal
+            print(f"{name}: not available ({str(error).splitlines()[0]})")
+            continue
+        print(f"{name} from {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test")
+        for batch_size in (2, 8, 32, 60, 128):
+            cfg = make_config(steps=args.steps, batch_size=batch_size)
+            evaluation, step = evaluation_cost(cfg, data, repeats=3)
+            print(
+                f"  batch {batch_size:3d}: evaluation {evaluation / len(data.y_test) * 1e6:.2f} "
+                f"us/image, step {step * 1e3:.3f} ms = {evaluation / step:.0f} steps per evaluation "
+                f"(rule: {evaluation_steps(cfg, len(data.y_test)):.0f})"
+            )
+            if batch_size == 60:
+                default = (cfg, evaluation, step)
+        cfg, evaluation, step = default
+        print("\n".join(eval_schedule_lines(cfg, len(data.y_test), evaluation, step)))
+        print(f"  peak RSS {peak_rss_mb():.0f} MB")
+
+
 def make_config_like(cfg: Config, **changes) -> Config:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg), changes))
 
@@ -336,6 +395,12 @@ def main() -> None:
     parser.add_argument(
         "--cnn-test", type=int, default=4_000, help="cnn only: synthetic test images"
     )
+    parser.add_argument(
+        "--eval-cost",
+        action="store_true",
+        help="mlp: only the evaluation cost (per image, batch 2 ... 128) and a default run's "
+        "evaluation share before/after issue 11, on the bundled subset and Fashion-MNIST",
+    )
     args = parser.parse_args()
     if args.threads is None:
         args.threads = 1 if args.model == "mlp" else 2
@@ -346,6 +411,9 @@ def main() -> None:
         return
     args.steps = args.steps if args.steps is not None else 5000
     args.repeats = args.repeats or 5
+    if args.eval_cost:
+        bench_eval_cost(args)
+        return
 
     start = time.perf_counter()
     data = load_data(args.data, args.data_root, "auto", False, False)
@@ -389,15 +457,8 @@ def main() -> None:
         f"b/c = {rate['bnexp'] / rate['loader']:.1f} wall, {cpu_rate['bnexp'] / cpu_rate['loader']:.1f} CPU time (target >= 4)"
     )
     evaluation, step = evaluation_cost(cfg, data)
-    every = eval_interval(cfg)
-    # Evaluated at steps 0, every, 2 every, ... and at the last step.
-    evaluations = cfg.steps // every + 1 + (cfg.steps % every != 0)
-    share = evaluations * evaluation / (evaluations * evaluation + cfg.steps * step)
-    print(
-        f"(d) one evaluation on {len(data.y_test):,} test images: {evaluation * 1e3:.1f} ms CPU = "
-        f"{evaluation / step:.0f} training steps ({step * 1e3:.3f} ms each); a {cfg.steps:,}-step run's "
-        f"default eval_every={every} gives {evaluations} evaluations: {100 * share:.1f}% of the bare loop's time"
-    )
+    print("(d) evaluation on the test set vs training steps, CPU time:")
+    print("\n".join(eval_schedule_lines(cfg, len(data.y_test), evaluation, step)))
 
     if args.fig1:
         fig1 = make_config(steps=50_000, batch_size=60, eval_every=500)

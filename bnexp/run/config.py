@@ -204,7 +204,8 @@ class Config:
     batch_size: int = 60
     steps: int = 5000  # optimisation steps
     log_every: int | None = None  # None: about 100 log points per run
-    eval_every: int | None = None  # None: about 20 evaluations per run
+    # None: about 20 evaluations per run, fewer where they would cost > 5% of its time
+    eval_every: int | None = None
     seed: int = 0
     track_unit: int = 0  # the unit (channel) whose probe percentiles are logged
     probe_size: int = 256  # held-out images in the fixed probe batch
@@ -270,12 +271,40 @@ def log_interval(cfg: Config) -> int:
     return cfg.log_every if cfg.log_every is not None else max(1, cfg.steps // 100)
 
 
-def eval_interval(cfg: Config) -> int:
+# What one evaluation costs, in training steps, is estimated as test_size * EVAL_IMAGE /
+# (batch_size + STEP_OVERHEAD): one test image in eval mode costs EVAL_IMAGE times what one more
+# training image adds to a step, and a step costs STEP_OVERHEAD images' worth on top of its
+# batch. Measured (1 thread, CPU time, 2 loaded cores) by scripts/bench.py --eval-cost for the
+# MLP 3x100: evaluation 2.5 us/image, step 0.28 ms + 5.4 us/image (10x100: 4.4 us/image;
+# 0.66 ms + 9.4 us/image); by its evaluation_cost() on the default model=cnn, 28x28, batch 2 to
+# 128: evaluation 330 us/image (2,000-image chunks), step ~1 ms + 355 us/image.
+EVAL_COST = {"mlp": (0.5, 50)}  # model: (EVAL_IMAGE, STEP_OVERHEAD in images)
+CONV_EVAL_COST = (1.0, 0)  # cnn, lenet: an evaluated image costs what a trained one does
+# The default evaluation schedule spends at most this share of a run's training-step time on
+# evaluations (step 0 and the final step included).
+EVAL_SHARE = 0.05
+
+
+def evaluation_steps(cfg: Config, test_size: int) -> float:
+    """Estimated cost of one evaluation on test_size images, in training steps of cfg."""
+    eval_image, overhead = EVAL_COST.get(cfg.model.name.value, CONV_EVAL_COST)
+    return test_size * eval_image / (cfg.batch_size + overhead)
+
+
+def eval_interval(cfg: Config, test_size: int) -> int:
+    """Steps between evaluations on the test set (test_size images); the final step is always
+    evaluated too. eval_every when given; else about 20 evaluations per run, but never so many
+    that their estimated cost exceeds EVAL_SHARE of the training steps' time. A multiple of the
+    log interval, so every evaluation lands on a logged row."""
     if cfg.eval_every is not None:
         return cfg.eval_every
-    # A multiple of the log interval, so every evaluation lands on a logged row.
-    every = log_interval(cfg)
-    return every * max(1, round(cfg.steps / 20 / every))
+    log_every = log_interval(cfg)
+    every = log_every * max(1, round(cfg.steps / 20 / log_every))
+    # Interval I gives ceil(steps / I) + 1 evaluations (step 0 and the final one included);
+    # below 2 affordable ones, only those two are made.
+    affordable = int(EVAL_SHARE * cfg.steps / evaluation_steps(cfg, test_size))
+    fewest = math.ceil(cfg.steps / max(1, affordable - 1))
+    return max(every, log_every * math.ceil(fewest / log_every))
 
 
 def measure_interval(cfg: Config) -> int | None:

@@ -155,7 +155,7 @@ def train(
     loss_name = cfg.loss.value
     loss_fn, with_accuracy = loss_spec(loss_name).fn, uses_accuracy(loss_name)
     norms = [block.norm for block in blocks]
-    log_every, eval_every = log_interval(cfg), eval_interval(cfg)
+    log_every, eval_every = log_interval(cfg), eval_interval(cfg, len(data.y_test))
     measure_every = measure_interval(cfg)  # None: measure.ics and measure.landscape are off
     no_layer_cells, no_metric_cells = [[None, None] for _ in blocks], [None, None, None]
     first_step, elapsed_before = 0, 0.0  # a resumed run: from its checkpoint
