@@ -57,6 +57,7 @@ FIGURE_RUNS: dict[str, dict[str, Any]] = {
     "regularization": {"grid": {}},
     "lenet": {"grid": {"norm": ["batch", "none"]}},
     "ics": {"grid": {"norm": ["batch", "none", "noisy"]}, "depth": 4},
+    "ics_linear": {"grid": {"norm": ["batch", "none"], "optim.lr": [0.01, 0.001]}, "depth": 4},
     "smoothness": {"grid": {"norm": ["batch", "none"]}},
     "init_scale": {
         "grid": {
