@@ -12,6 +12,8 @@ train-loss accumulators are empty and every CSV row up to step t is on disk. It 
   generator, torch's global generator (and CUDA's, on a GPU);
 - the row counts of metrics.csv and layers.csv, to which a resumed run cuts the files back;
 - `elapsed_s` so far, so the elapsed_s column goes on from where it was;
+- `device` (cpu or cuda) and `device_name`: a run's numbers differ between devices, so the
+  runner refuses to resume a checkpoint on another kind of device (bnexp/run/device.py);
 - the config hash, so a checkpoint is only ever resumed by the same configuration.
 
 Written to a temporary file and renamed (os.replace), so a kill at any moment leaves either
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnexp.run.device import device_name
 from bnexp.run.layers import NOISY_LAYERS
 
 log = logging.getLogger("bnexp")
@@ -58,6 +61,7 @@ def training_state(
     elapsed_s: float,
 ) -> dict[str, Any]:  # fmt: skip
     """The state of the loop before step `step` (see the module docstring)."""
+    device = next(model.parameters()).device
     state = {
         "format": FORMAT,
         "step": step,
@@ -68,6 +72,8 @@ def training_state(
         "augment_generator": augment_generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "elapsed_s": elapsed_s,
+        "device": device.type,
+        "device_name": device_name(device),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, OmegaConf
 
 from bnexp.errors import UserError
+from bnexp.run.device import resolve_device
 from bnexp.run.layers import NORMS
 from bnexp.run.outdir import slug
 
@@ -175,6 +176,12 @@ class LoggerName(Enum):
     tensorboard = "tensorboard"  # also TensorBoard events in <run dir>/tb/ (run/tensorboard.py)
 
 
+class DeviceName(Enum):
+    auto = "auto"  # cuda when a CUDA device is usable, else cpu (bnexp/run/device.py)
+    cpu = "cpu"
+    cuda = "cuda"  # a user error where torch sees no CUDA device
+
+
 @dataclass
 class LoggerConfig:
     name: LoggerName = LoggerName.none
@@ -214,6 +221,12 @@ class Config:
     # Steps between checkpoints (bnexp/run/checkpoint.py; taken at log steps), 0: none, null:
     # every ~60 s of wall time (none in a shorter run). Re-running the command resumes.
     checkpoint_every: int | None = None
+    # Where the run computes (bnexp/run/device.py). Out of the config hash: a finished run is
+    # not run again on another device; meta.json records where each run ran.
+    device: DeviceName = DeviceName.auto
+    # CUDA only: deterministic algorithms and cuBLAS workspace (bit-reproducible on one GPU
+    # model and torch build, slower). CPU runs are deterministic without it.
+    deterministic: bool = False
 
 
 # Range of each norm.* key's value, checked whatever the norm (a bad value is a mistake even
@@ -420,6 +433,7 @@ def validate(cfg: Config) -> None:
             f"checkpoint_every={cfg.checkpoint_every} is not allowed: it must be an integer >= 0 "
             "(steps between checkpoints; 0: none; null: about every 60 s)."
         )
+    resolve_device(cfg.device.value)  # device=cuda without a CUDA device: a UserError
     cores = os.cpu_count() or 1
     if cfg.threads is not None and cfg.threads > cores:  # torch crashes on absurd counts
         raise UserError(
@@ -490,7 +504,11 @@ def config_hash(cfg: Any) -> str:
     """Identifies a run's configuration; keys that cannot change the numbers are left out
     (so that adding a key for one norm does not make every other finished run look new)."""
     plain = to_container(cfg)
-    for key in ("plots", "logger", "checkpoint_every"):  # not what is learnt
+    # Not what is learnt. The same batches, initial weights and model on any device: device and
+    # deterministic change float32 rounding (and the noisy norms' draws, bnexp/run/layers.py),
+    # so a run's hash names the experiment, not the machine, and device=auto on a CPU keeps the
+    # hash of runs made before the key existed. meta.json records where a run ran.
+    for key in ("plots", "logger", "checkpoint_every", "device", "deterministic"):
         plain.pop(key, None)
     norm = plain.get("norm", {})
     if norm.get("name") in NORMS:

@@ -251,21 +251,26 @@ class BatchOrder:
     samples (a batch of one would break batch normalization). Resumable: `state_dict()` holds
     the generator's state before this epoch's permutation and the position in it, so a
     restored order yields exactly the batches the original would have yielded next.
+    The permutation is drawn on the CPU (the same batches on any device) and moved to `device`
+    once per epoch, where the batches are slices of it.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int):
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, device: torch.device | None = None
+    ):
         if batch_size > num_samples:
             raise UserError(
                 f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
             )
         self.num_samples, self.batch_size = num_samples, batch_size
+        self.device = device or torch.device("cpu")
         self.generator = torch.Generator().manual_seed(seed)
         self.starts = range(0, num_samples - batch_size + 1, batch_size)
         self._new_epoch()
 
     def _new_epoch(self) -> None:
         self.epoch_state = self.generator.get_state()
-        self.order = torch.randperm(self.num_samples, generator=self.generator)
+        self.order = torch.randperm(self.num_samples, generator=self.generator).to(self.device)
         self.position = 0  # batches of this epoch already handed out
 
     def __iter__(self) -> BatchOrder:
@@ -295,9 +300,13 @@ class ClassBatchOrder:
     permutation has fewer images left than a batch needs gets a fresh one. Resumable like
     BatchOrder: `state_dict()` holds the generator's state and every class's permutation and
     position, so a restored order yields exactly the batches the original would have yielded.
+    Drawn on the CPU; each batch's indices are then copied to `device`.
     """
 
-    def __init__(self, labels: Tensor, batch_size: int, batch_classes: int, seed: int):
+    def __init__(
+        self, labels: Tensor, batch_size: int, batch_classes: int, seed: int,
+        device: torch.device | None = None,
+    ):  # fmt: skip
         classes = torch.unique(labels)
         if not 1 <= batch_classes <= len(classes):
             raise UserError(
@@ -320,6 +329,7 @@ class ClassBatchOrder:
                 f"{self.per_class} images of a class per batch, but a class has only {smallest}."
             )
         self.batch_classes = batch_classes
+        self.device = device or torch.device("cpu")
         self.generator = torch.Generator().manual_seed(seed)
         self.orders = [m[torch.randperm(len(m), generator=self.generator)] for m in self.members]
         self.positions = [0] * len(self.members)
@@ -338,7 +348,9 @@ class ClassBatchOrder:
             start = self.positions[c]
             parts.append(self.orders[c][start : start + self.per_class])
             self.positions[c] += self.per_class
-        return torch.cat(parts)
+        # non_blocking: a copy from pageable memory is staged at once, without waiting for
+        # the GPU's queue (a no-op on the CPU).
+        return torch.cat(parts).to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict:
         return {
@@ -359,15 +371,17 @@ def batch_indices(
     seed: int,
     labels: Tensor | None = None,
     batch_classes: int | None = None,
+    device: torch.device | None = None,
 ) -> BatchOrder | ClassBatchOrder:
     """The batches of a run: i.i.d. (BatchOrder), or `batch_classes` classes per batch
-    (ClassBatchOrder, which needs the training labels)."""
+    (ClassBatchOrder, which needs the training labels, on the CPU), as index tensors on
+    `device` (default: the CPU)."""
     if batch_classes is None:
-        return BatchOrder(num_samples, batch_size, seed)
+        return BatchOrder(num_samples, batch_size, seed, device)
     if labels is None:
         raise ValueError("batch_classes needs the training labels")
     if batch_size > num_samples:
         raise UserError(
             f"batch_size={batch_size} is not allowed: the training set has only {num_samples} images."
         )
-    return ClassBatchOrder(labels, batch_size, batch_classes, seed)
+    return ClassBatchOrder(labels, batch_size, batch_classes, seed, device)

@@ -67,11 +67,15 @@ class ChannelLayerNorm(nn.Module):
         return F.group_norm(x, 1, self.weight, self.bias, self.eps)
 
 
-def noise_generator(seed: int, layer: int, step: int, stream: str) -> torch.Generator:
-    """The CPU generator of one noisy layer's draws at one step: seeded by a hash of
-    (run seed, layer, step, stream), so a draw depends on nothing else (see _NoisyAfter)."""
+def noise_generator(
+    seed: int, layer: int, step: int, stream: str, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The generator of one noisy layer's draws at one step, on `device`: seeded by a hash of
+    (run seed, layer, step, stream), so a draw depends on nothing else (see _NoisyAfter). A
+    CUDA generator (Philox) draws other numbers from the same seed than the CPU's (Mersenne
+    Twister): noisy runs on a GPU see noise of the same distribution, not the same noise."""
     digest = hashlib.sha256(f"bnexp-noise:{seed}:{layer}:{step}:{stream}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class _NoisyAfter:
@@ -96,7 +100,8 @@ class _NoisyAfter:
     (layers.csv's `layer`), both set by `seed_noise` in build_model, and t is a step index:
     - A training pass (train mode, autograd on) is step t = the number of training passes this
       layer made before it (in bnexp's loop: the training step, 0 ... steps). With a of shape
-      (N, C) or (N, C, H, W), dtype = a's, drawn on the CPU in this order:
+      (N, C) or (N, C, H, W), dtype = a's, drawn on a's device (the CPU's stream is the
+      convention; a GPU's generator gives other numbers) in this order:
           g = noise_generator(seed, layer, t, "train")
           mu = n_mu * (2 * torch.rand(C, generator=g, dtype=dtype) - 1)
           sigma = 1 + (n_sigma - 1) * torch.rand(C, generator=g, dtype=dtype)
@@ -140,22 +145,28 @@ class _NoisyAfter:
             self.noise_steps += 1
         else:
             step, stream = max(self.noise_steps - 1, 0), "probe"
-        scale, shift = self.draw(tuple(out.shape), out.dtype, step, stream)
-        return out * scale.to(out.device) + shift.to(out.device)
+        # Drawn where `out` lives: a copy of a feature map's noise from the CPU each step would
+        # cost a host transfer the size of the activations.
+        scale, shift = self.draw(tuple(out.shape), out.dtype, step, stream, out.device)
+        return out * scale + shift
 
     def draw(
-        self, shape: tuple[int, ...], dtype: torch.dtype, step: int, stream: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, m), each of `shape`: step `step`'s per-activation scales and shifts (the class
-        docstring gives the exact order of the draws)."""
+        self, shape: tuple[int, ...], dtype: torch.dtype, step: int, stream: str,
+        device: torch.device | str = "cpu",
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(s, m), each of `shape`, on `device`: step `step`'s per-activation scales and shifts
+        (the class docstring gives the exact order of the draws)."""
         channels = shape[1]
-        g = noise_generator(self.noise_seed, self.noise_layer, step, "train")
-        mu = self.noise_shift * (2 * torch.rand(channels, generator=g, dtype=dtype) - 1)
-        sigma = 1 + (self.noise_scale - 1) * torch.rand(channels, generator=g, dtype=dtype)
+        g = noise_generator(self.noise_seed, self.noise_layer, step, "train", device)
+        draw = {"generator": g, "dtype": dtype, "device": device}
+        mu = self.noise_shift * (2 * torch.rand(channels, **draw) - 1)
+        sigma = 1 + (self.noise_scale - 1) * torch.rand(channels, **draw)
         if stream != "train":
-            g = noise_generator(self.noise_seed, self.noise_layer, step, stream)
-        u = torch.rand(shape, generator=g, dtype=dtype)
-        z = torch.randn(shape, generator=g, dtype=dtype)
+            draw["generator"] = noise_generator(
+                self.noise_seed, self.noise_layer, step, stream, device
+            )
+        u = torch.rand(shape, **draw)
+        z = torch.randn(shape, **draw)
         view = (1, channels) + (1,) * (len(shape) - 2)  # per channel: (1, C) or (1, C, 1, 1)
         scale = sigma.view(view) + self.noise_scale_jitter * z
         shift = mu.view(view) + self.noise_shift_jitter * (2 * u - 1)

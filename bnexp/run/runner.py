@@ -18,9 +18,16 @@ from tqdm import tqdm
 
 from bnexp.describe import config_summary, flatten_config
 from bnexp.errors import UserError
-from bnexp.run.checkpoint import Checkpointer, load_checkpoint
+from bnexp.run.checkpoint import CHECKPOINT_FILE, Checkpointer, load_checkpoint
 from bnexp.run.config import Config, config_hash, is_regression, to_container, validate
 from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_sample
+from bnexp.run.device import (
+    apply_determinism,
+    check_resume_device,
+    device_label,
+    device_name,
+    resolve_device,
+)
 from bnexp.run.records import RunRecord, environment
 from bnexp.run.tensorboard import open_logger
 from bnexp.run.train import train
@@ -87,6 +94,9 @@ def execute(
     # A run that stopped before the end (killed, interrupted, preempted and requeued) goes on
     # from its last checkpoint, if it has one of this configuration.
     resume = load_checkpoint(run_dir, digest)
+    if resume is not None:  # before meta.json is touched: a refusal leaves the run as it was
+        device = resolve_device(as_config(cfg).device.value)
+        check_resume_device(resume, device, run_dir / CHECKPOINT_FILE)
     previous, _warnings = read_meta(run_dir)
 
     record = RunRecord(run_dir)
@@ -98,6 +108,7 @@ def execute(
     record.update_meta(
         status="running", steps_done=0, diverged_at_step=None, error=None, config_hash=digest,
         data_source=None, train_size=None, test_size=None, **environment(), threads=threads,
+        device=None, device_name=None,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S"), wall_seconds=None, steps_per_second=None,
         pid=os.getpid(), host=this_host(), heartbeat=now_iso(), config=plain,
         resumed_from_step=resume["step"] if resume else None,
@@ -110,6 +121,9 @@ def execute(
         if threads < 1:  # the caller's own choice (validate checked the config's `threads`)
             raise UserError(f"threads={threads} is not allowed: threads must be an integer >= 1.")
         torch.set_num_threads(threads)
+        device = resolve_device(config.device.value)  # train() resolves it the same way
+        apply_determinism(device, config.deterministic)  # before CUDA's first use (cuBLAS)
+        record.update_meta(device=device_label(device), device_name=device_name(device))
         data = load_dataset(config)
         if data.source == BUNDLED_SOURCE and config.data.source.value == "auto":
             root = Path(config.data.root).expanduser()

@@ -6,7 +6,8 @@ column in bnexp/rundir.py's contract, which a test holds equal to LAYER_STATS).
 
 Each function takes one tensor per hidden layer and returns a (layers × k) tensor, so that the
 caller moves everything to the host once per log step (one `.tolist()`), never one `.item()`
-per number. When every layer's tensor has the same shape (an MLP of constant width), the
+per number. The tables live on the device of the tensors they describe (a GPU run's statistics
+are computed there); a missing value is a NaN made on that device. When every layer's tensor has the same shape (an MLP of constant width), the
 layers are stacked and each statistic is a single batched op: a log step then costs a few
 dozen kernel launches whatever the depth.
 """
@@ -28,13 +29,23 @@ PERCENTILES = (0.15, 0.50, 0.85)
 PERCENTILE_SAMPLE = 65_536
 
 NAN = float("nan")
+# Devices whose percentiles sort with numpy (faster than torch's sort on the CPU); elsewhere
+# torch sorts on the device, so that the data need not cross to the host.
+NUMPY_SORT_DEVICES = frozenset({"cpu"})
 
 
 @functools.lru_cache(maxsize=64)
-def _sample_index(numel: int, size: int) -> Tensor:
-    """A fixed random subset of positions: the same for every call with this tensor size."""
+def _sample_index(numel: int, size: int, device: torch.device | None = None) -> Tensor:
+    """A fixed random subset of positions: the same for every call with this tensor size, on
+    any device (drawn on the CPU, then copied once)."""
     generator = torch.Generator().manual_seed(numel)
-    return torch.randint(numel, (size,), generator=generator)
+    index = torch.randint(numel, (size,), generator=generator)
+    return index if device is None or device.type == "cpu" else index.to(device)
+
+
+def _device_of(tensors: list[Tensor | None]) -> torch.device:
+    """Where a statistic of these tensors lives: the first one's device (the CPU if none)."""
+    return next((t.device for t in tensors if t is not None), torch.device("cpu"))
 
 
 def _flat(values: Tensor) -> Tensor:
@@ -71,7 +82,7 @@ def std(values: Tensor, dim: int | None = None) -> Tensor:
         values, dim = values.reshape(-1), 0
     count = values.shape[dim]
     if count < 2:
-        return torch.full(values.sum(dim).shape, NAN)
+        return torch.full(values.sum(dim).shape, NAN, device=values.device)
     centred = values - values.mean(dim, keepdim=True)
     return l2_norm(centred, dim) / math.sqrt(count - 1)
 
@@ -94,13 +105,17 @@ def moments(tensors: list[Tensor]) -> Tensor:
 
 def _sorted_rows_quantiles(matrix: Tensor) -> Tensor:
     """PERCENTILES of each row, interpolated linearly between order statistics like
-    torch.quantile (rank q·(n-1); equal to its result up to the last bit). The rows are sorted by numpy: torch's CPU sort takes 30x
-    longer here (900 vs 29 µs for 3 rows of 6,000). A row holding a NaN gives NaN."""
+    torch.quantile (rank q·(n-1); equal to its result up to the last bit). On the CPU the rows
+    are sorted by numpy: torch's CPU sort takes 30x longer here (900 vs 29 µs for 3 rows of
+    6,000); elsewhere by torch on the device (no transfer). A row holding a NaN gives NaN."""
     count = matrix.shape[1]
-    ranks = torch.tensor(PERCENTILES) * (count - 1)
+    ranks = torch.tensor(PERCENTILES, device=matrix.device) * (count - 1)
     below = ranks.floor().long()
     above = ranks.ceil().long()
-    ordered = torch.from_numpy(np.sort(matrix.numpy(), axis=1))
+    if matrix.device.type in NUMPY_SORT_DEVICES:
+        ordered = torch.from_numpy(np.sort(matrix.numpy(), axis=1))
+    else:  # torch sorts NaN last too
+        ordered = torch.sort(matrix, dim=1).values
     values = torch.lerp(ordered[:, below], ordered[:, above], ranks - below)
     return values.masked_fill(ordered[:, -1:].isnan(), NAN)  # numpy sorts NaN last
 
@@ -110,7 +125,9 @@ def percentiles(tensors: list[Tensor], sample: int = PERCENTILE_SAMPLE) -> Tenso
     flats = []
     for t in tensors:
         flat = _flat(t)
-        flats.append(flat[_sample_index(flat.numel(), sample)] if flat.numel() > sample else flat)
+        if flat.numel() > sample:
+            flat = flat[_sample_index(flat.numel(), sample, flat.device)]
+        flats.append(flat)
     if len({f.numel() for f in flats}) == 1:
         return _sorted_rows_quantiles(torch.stack(flats))
     return torch.cat([_sorted_rows_quantiles(f.unsqueeze(0)) for f in flats])
@@ -123,7 +140,7 @@ def saturation_fraction(act: str, outputs: list[Tensor]) -> Tensor:
     identity has no flat part (NaN). (layers × 1)
     """
     if act not in ("sigmoid", "tanh", "relu"):
-        return torch.full((len(outputs), 1), NAN)
+        return torch.full((len(outputs), 1), NAN, device=_device_of(outputs))
 
     def fraction(out: Tensor) -> Tensor:
         if act == "sigmoid":
@@ -142,7 +159,11 @@ def saturation_fraction(act: str, outputs: list[Tensor]) -> Tensor:
 
 def mean_abs(tensors: list[Tensor | None]) -> Tensor:
     """mean |x| of each tensor; NaN where a tensor is missing. (layers × 1)"""
-    values = [mean_abs_of(t.detach()) if t is not None else torch.tensor(NAN) for t in tensors]
+    device = _device_of(tensors)
+    values = [
+        mean_abs_of(t.detach()) if t is not None else torch.tensor(NAN, device=device)
+        for t in tensors
+    ]
     return torch.stack(values).unsqueeze(1)
 
 
@@ -151,7 +172,7 @@ def weight_gradient_stats(weights: list[Tensor]) -> Tensor:
     rows = []
     for weight in weights:
         if weight.grad is None:
-            rows.append(torch.full((3,), NAN))
+            rows.append(torch.full((3,), NAN, device=weight.device))
             continue
         grad = weight.grad.detach()
         rows.append(
@@ -179,11 +200,12 @@ def _mean_std(tensors: list[Tensor | None]) -> Tensor:
     """mean and std of each tensor's elements; NaN where a tensor is missing. (layers × 2)"""
     if all(t is not None for t in tensors) and (matrix := _rows(tensors)) is not None:
         return torch.stack([matrix.mean(1), std(matrix, 1)], dim=1)
+    device = _device_of(tensors)
     return torch.stack(
         [
             torch.stack([_flat(t).mean(), std(_flat(t))])
             if t is not None
-            else torch.full((2,), NAN)
+            else torch.full((2,), NAN, device=device)
             for t in tensors
         ]
     )
@@ -193,8 +215,9 @@ def _means(tensors: list[Tensor | None]) -> Tensor:
     """mean of each tensor's elements; NaN where a tensor is missing. (layers × 1)"""
     if all(t is not None for t in tensors) and (matrix := _rows(tensors)) is not None:
         return matrix.mean(1, keepdim=True)
+    device = _device_of(tensors)
     return torch.stack(
-        [_flat(t).mean() if t is not None else torch.tensor(NAN) for t in tensors]
+        [_flat(t).mean() if t is not None else torch.tensor(NAN, device=device) for t in tensors]
     ).unsqueeze(1)
 
 
@@ -288,22 +311,27 @@ def _by_moment() -> dict[str, tuple[Tensor, list[Callable[[LayerInputs], Tensor]
 _BY_MOMENT = _by_moment()
 
 
-def empty_table(layers: int) -> Tensor:
-    """A (layers × len(LAYER_STATS)) float32 table of NaN: a statistic not (yet) read is NaN."""
-    return torch.full((layers, len(LAYER_STATS)), NAN)
+def empty_table(layers: int, device: torch.device | None = None) -> Tensor:
+    """A (layers × len(LAYER_STATS)) float32 table of NaN on `device` (default: the CPU): a
+    statistic not (yet) read is NaN."""
+    return torch.full((layers, len(LAYER_STATS)), NAN, device=device)
 
 
 def fill(table: Tensor, read: str, inputs: LayerInputs) -> Tensor:
     """Computes the statistics read at moment `read` into their columns of `table` (one
     concatenation and one indexed copy: a quarter of the cost of a copy per statistic)."""
     columns, functions = _BY_MOMENT[read]
-    values = torch.cat([compute(inputs) for compute in functions], dim=1)
+    # A statistic of no tensor at all (norm=none's gamma) is made on the CPU: moved to the
+    # table's device (without waiting for the GPU's queue; a no-op on the CPU).
+    values = torch.cat(
+        [compute(inputs).to(table.device, non_blocking=True) for compute in functions], dim=1
+    )
     if values.shape != (table.shape[0], len(columns)):
         raise ValueError(
             f"statistics read {read} gave {tuple(values.shape)} values, expected "
             f"{(table.shape[0], len(columns))}: a STATISTICS entry has the wrong width"
         )
-    table[:, columns] = values
+    table[:, columns.to(table.device, non_blocking=True)] = values
     return table
 
 

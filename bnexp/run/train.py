@@ -8,20 +8,19 @@ run the bare model. No files, no printing: the caller decides where rows go.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bnexp.run.checkpoint import Checkpointer, restore_training_state, training_state
 from bnexp.run.config import Config, eval_interval, log_interval, measure_interval
 from bnexp.run.data import InMemoryData, batch_indices, probe_sample
+from bnexp.run.device import apply_determinism, data_on, resolve_device
 from bnexp.run.layers import hidden_blocks
-from bnexp.run.losses import loss_spec, summed_loss, uses_accuracy
+from bnexp.run.losses import loss_spec, uses_accuracy
 from bnexp.run.measure import optimisation_cells
 from bnexp.run.models import build_model
 from bnexp.run.probes import capture, frozen_running_stats, probe_pre_activations
@@ -33,6 +32,7 @@ from bnexp.run.stats import (
     empty_table,
     fill,
 )
+from bnexp.run.tally import StepTally
 
 # on_log(metrics_row, layer_rows): metrics_row follows rundir.METRICS_COLUMNS; layer_rows are
 # [step, layer, *stats.LAYER_STATS, *rundir.LAYER_MEASURE_COLUMNS] lists, one per hidden layer.
@@ -70,17 +70,22 @@ def evaluate(
     was_training = model.training
     model.eval()
     spec = loss_spec(loss)
-    loss_sum, correct, terms = 0.0, 0, 0
+    sums, corrects, terms = [], [], 0  # per chunk, read from the device at the end, at once
     for start in range(0, len(data.y_test), chunk):
         x = data.test_inputs[start : start + chunk]
         y = data.y_test[start : start + chunk]
         outputs = model(x)
-        loss_sum += summed_loss(loss, outputs, y)
+        sums.append(spec.fn(outputs, y, reduction="sum"))  # losses.summed_loss, unread
         terms += spec.elements(y)
         if uses_accuracy(loss):
-            correct += (outputs.argmax(1) == y).sum().item()
+            corrects.append((outputs.argmax(1) == y).sum())
     model.train(was_training)
-    return loss_sum / terms, (correct / len(data.y_test) if uses_accuracy(loss) else None)
+    loss_sum = 0.0
+    for value in torch.stack(sums).tolist():  # in chunk order: float32 sums added in float64
+        loss_sum += value
+    if not uses_accuracy(loss):
+        return loss_sum / terms, None
+    return loss_sum / terms, sum(torch.stack(corrects).tolist()) / len(data.y_test)
 
 
 def measure_layers(
@@ -100,7 +105,7 @@ def measure_layers(
         unit=cfg.track_unit,
     )
     if table is None:
-        table = fill(empty_table(len(blocks)), BEFORE_FORWARD, inputs)
+        table = fill(empty_table(len(blocks), probe_x.device), BEFORE_FORWARD, inputs)
     return fill(table, AFTER_BACKWARD, inputs)
 
 
@@ -140,18 +145,26 @@ def train(
     statistics untouched, so the returned model has seen exactly cfg.steps batches, like the
     network of row t = cfg.steps.
     """
+    device = resolve_device(cfg.device.value)  # bnexp/run/device.py
+    apply_determinism(device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.input_shape, data.num_outputs)
+    # Built and initialised on the CPU, then moved: the same initial weights on any device.
+    model = build_model(cfg, data.input_shape, data.num_outputs).to(device)
     model.train()
     blocks = hidden_blocks(model)
     optimizer = build_optimizer(cfg, model)
     lr = optimizer.param_groups[0]["lr"]
+    # Batch order, augmentation and probe are drawn on the CPU (the same on any device); the
+    # batch indices reach the device once per epoch (data.BatchOrder).
     batches = batch_indices(
-        len(data.y_train), cfg.batch_size, cfg.seed, data.y_train, cfg.data.batch_classes
-    )
+        len(data.y_train), cfg.batch_size, cfg.seed, data.y_train, cfg.data.batch_classes,
+        device=device,
+    )  # fmt: skip
     augment_generator = torch.Generator().manual_seed(cfg.seed + 1)
     # A fixed class-balanced sample of the held-out set, the same for every run of a dataset.
-    probe_x = data.test_inputs[probe_sample(data, cfg.probe_size)]
+    probe = probe_sample(data, cfg.probe_size)
+    data = data_on(data, device)
+    probe_x = data.test_inputs[probe.to(device)]
     loss_name = cfg.loss.value
     loss_fn, with_accuracy = loss_spec(loss_name).fn, uses_accuracy(loss_name)
     norms = [block.norm for block in blocks]
@@ -171,7 +184,7 @@ def train(
         return (steps - first_step) / max(elapsed() - elapsed_before, 1e-9)
 
     # Train loss and accuracy are averaged over the steps since the previous row.
-    loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
+    tally = StepTally(device, log_every + 1, with_accuracy)
     start = time.perf_counter()
     for step in range(first_step, cfg.steps + 1):
         index = next(batches)
@@ -184,7 +197,7 @@ def train(
         if logged:  # the network after `step` updates, before batch `step` moves the running stats
             if step % eval_every == 0 or final:
                 test_loss, test_acc = evaluate(model, data, loss=loss_name)
-            table = fill(empty_table(len(blocks)), BEFORE_FORWARD, LayerInputs(norms=norms))
+            table = fill(empty_table(len(blocks), device), BEFORE_FORWARD, LayerInputs(norms=norms))
         layer_cells, metric_cells = no_layer_cells, no_metric_cells
         if logged and not final and measure_every is not None and step % measure_every == 0:
             # Before the forward pass, outside capture(): they leave model, optimizer and RNG as
@@ -200,17 +213,17 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
 
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):  # a divergence is a result: record it and stop
-            on_log([step, loss_value, None, test_loss, test_acc, lr, *metric_cells,
+        # On a GPU the loss is read at log steps only (bnexp/run/tally.py): a divergence
+        # between two log steps is found at the next one, and reported at its own step.
+        diverged = tally.add(step, loss, logits, y)
+        if diverged is None and logged and not tally.immediate:
+            diverged = tally.check()
+        if diverged is not None:  # a divergence is a result: record it and stop
+            here = diverged.step == step  # else an unlogged step: nothing was evaluated there
+            on_log([diverged.step, diverged.loss, None, test_loss if here else None,
+                    test_acc if here else None, lr, *(metric_cells if here else no_metric_cells),
                     round(elapsed(), 3)], [])  # fmt: skip
-            return Outcome("diverged", step, step, elapsed(), rate(step), model)
-        loss_sum += loss_value
-        if with_accuracy:  # regression: no classes, train_acc stays empty
-            # Counted in numpy: a third of the cost of the same ops in torch (3 vs 6-25 µs a step).
-            correct += int(np.count_nonzero(logits.detach().numpy().argmax(1) == y.numpy()))
-        seen_samples += len(y)
-        seen_steps += 1
+            return Outcome("diverged", diverged.step, diverged.step, elapsed(), rate(step), model)
 
         if not logged:
             optimizer.step()
@@ -222,8 +235,7 @@ def train(
             weights_before = [w.detach().clone() for w in weights]
             optimizer.step()
             fill(stats, AFTER_STEP, LayerInputs(weights=weights, weights_before=weights_before))
-        train_loss = loss_sum / seen_steps
-        train_acc = correct / seen_samples if with_accuracy else None
+        train_loss, train_acc = tally.read()  # train_acc None for regression: no classes
         on_log(
             [step, train_loss, train_acc, test_loss, test_acc, lr, *metric_cells,
              round(elapsed(), 3)],
@@ -232,7 +244,6 @@ def train(
         )  # fmt: skip
         if on_capture is not None:
             on_capture(step, seen.pre)
-        loss_sum, correct, seen_samples, seen_steps = 0.0, 0, 0, 0
         if progress is not None:
             progress(step, train_loss)
         if checkpointer is not None and not final and checkpointer.due(step):

@@ -60,7 +60,8 @@ def test_tab_offers_keys_values_commands_and_flags(script):
         "--version",
     ]
     assert complete(script, "bnexp r") == ["run", "reproduce"]
-    assert complete(script, "bnexp run de") == ["depth="]
+    assert sorted(complete(script, "bnexp run de")) == ["depth=", "deterministic=", "device="]
+    assert complete(script, "bnexp run device=") == ["auto", "cpu", "cuda"]
     assert complete(script, "bnexp run norm=none optim.") == [
         "optim.lr=",
         "optim.momentum=",
