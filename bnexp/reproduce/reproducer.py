@@ -102,8 +102,8 @@ class Reproducer:
             sweep = self.sweep(finding, overrides)
             if sweep is not None:
                 recorded = sweep.seconds if first_use else 0.0
-                run_command = display_command(sweep.command).replace(
-                    str(self.options.out), self.options.out_text
+                run_command = display_command(
+                    shown_sweep_args(sweep.command, sweep.directory, self.options)
                 )
                 tables, warnings = tables_from_runs(sweep.jobs)
                 notes += warnings
@@ -328,3 +328,14 @@ def _runs_summary(tables: Tables, out: Path) -> pd.DataFrame:
     if "run_dir" in summary:  # relative to --out, so that the folder can be moved or committed
         summary["run_dir"] = [relative_to(Path(p), out) for p in summary["run_dir"]]
     return summary
+
+
+def shown_sweep_args(command: list[str], directory: Path, options: Options) -> list[str]:
+    """A sweep's recorded command as a report shows it: the sweep directory named from --out as
+    the user gave it, also for runs made in another folder and copied here (the recorded path
+    would name a folder the reader does not have)."""
+    shown = Path(options.out_text) / relative_to(directory, options.out)
+    return [
+        f"hydra.sweep.dir={shown.as_posix()}" if arg.startswith("hydra.sweep.dir=") else arg
+        for arg in command
+    ]

@@ -30,3 +30,17 @@ def test_jobs_at_their_recorded_path_are_kept(tmp_path):
     sweep.mkdir()
     (sweep / MANIFEST).write_text(json.dumps({"jobs": [str(job)]}))
     assert load_manifest(sweep).jobs == [job]
+
+
+def test_report_names_a_copied_sweep_by_the_out_folder_not_where_it_was_made(tmp_path):
+    # Runs made under /tmp/elsewhere and copied into results/paper/runs: the report's command
+    # must name the folder the reader has, written as the user wrote --out.
+    from bnexp.reproduce.options import Options
+    from bnexp.reproduce.reproducer import shown_sweep_args
+
+    out = tmp_path / "results" / "paper"
+    options = Options(names=["x"], out=out, out_text="results/paper")
+    recorded = ["run", "-m", "hydra.sweep.dir=/tmp/elsewhere/runs/x/paper", "experiment=x"]
+    shown = shown_sweep_args(recorded, out / "runs" / "x" / "paper", options)
+    assert shown == ["run", "-m", "hydra.sweep.dir=results/paper/runs/x/paper", "experiment=x"]
+    assert recorded[2].endswith("/tmp/elsewhere/runs/x/paper")  # the manifest is not rewritten
