@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install data demo test test-fast bench lint reproduce-list clean
+.PHONY: install data demo test test-fast bench gpu-check lint reproduce-list clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py --fig1
+
+# CUDA against CPU (scripts/gpu_check.py): the headline MLP and the CNN on both, their CSVs
+# compared within a stated tolerance, steps/s of each, one JSON line; < 5 min on a GPU machine.
+# Without CUDA it says so and exits 0. Not tied to .venv: a GPU machine's own python3 (with
+# torch) runs it when there is no .venv, bnexp and its other dependencies importable.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	$(GPU_PYTHON) scripts/gpu_check.py
 
 # Lint and the formatter's check: a file ruff format would change fails, like a lint error.
 lint: $(STAMP)

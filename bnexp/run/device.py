@@ -53,7 +53,7 @@ def resolve_device(requested: str) -> torch.device:
             "(torch.cuda.is_available() is False). Valid choices on this machine: device=cpu "
             "or device=auto (cuda when there is one, else cpu)."
         )
-    # No index: naming one would initialise CUDA, which apply_determinism must precede.
+    # No index: naming one would initialise CUDA, which configure_device must precede.
     return torch.device(requested)
 
 
@@ -82,12 +82,17 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
-def apply_determinism(device: torch.device, deterministic: bool) -> None:
+def configure_device(device: torch.device, deterministic: bool) -> None:
     """Sets PyTorch's switches for a run on `device`. On the CPU nothing is touched: bnexp's
     CPU runs are bit-reproducible as they are (same seed, same machine and torch build), and
     leaving the switches alone keeps their numbers what they were before the key existed.
 
-    On CUDA, deterministic=true sets the cuBLAS workspace variable (unless already set),
+    On CUDA, matrix products and convolutions compute in full float32: TF32 (on by default
+    for cuDNN's convolutions on Ampere and later) keeps 10 mantissa bits, so it would move
+    every number by ~1e-3 relative, 10^4 times float32's rounding, and a GPU run would no
+    longer measure what a CPU run measures (gradients of 1e-25 included).
+
+    deterministic=true sets the cuBLAS workspace variable (unless already set),
     torch.use_deterministic_algorithms(True) and cudnn.deterministic; false sets them back,
     since a sweep worker process runs one job after another. cudnn.benchmark is off either way:
     it times candidate convolution algorithms and keeps the fastest, which may differ between
@@ -103,6 +108,8 @@ def apply_determinism(device: torch.device, deterministic: bool) -> None:
                     CUBLAS_WORKSPACE_ENV, CUBLAS_WORKSPACE_ENV, CUBLAS_WORKSPACE_VALUE,
                 )  # fmt: skip
             os.environ[CUBLAS_WORKSPACE_ENV] = CUBLAS_WORKSPACE_VALUE
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
@@ -137,7 +144,7 @@ def check_resume_device(checkpoint: dict, device: torch.device, checkpoint_path:
 
 __all__ = [
     "DEVICE_CHOICES",
-    "apply_determinism",
+    "configure_device",
     "check_resume_device",
     "data_on",
     "device_label",

@@ -22,8 +22,8 @@ from bnexp.run.checkpoint import CHECKPOINT_FILE, Checkpointer, load_checkpoint
 from bnexp.run.config import Config, config_hash, is_regression, to_container, validate
 from bnexp.run.data import BUNDLED_SOURCE, class_counts, load_data, probe_sample
 from bnexp.run.device import (
-    apply_determinism,
     check_resume_device,
+    configure_device,
     device_label,
     device_name,
     resolve_device,
@@ -122,7 +122,7 @@ def execute(
             raise UserError(f"threads={threads} is not allowed: threads must be an integer >= 1.")
         torch.set_num_threads(threads)
         device = resolve_device(config.device.value)  # train() resolves it the same way
-        apply_determinism(device, config.deterministic)  # before CUDA's first use (cuBLAS)
+        configure_device(device, config.deterministic)  # before CUDA's first use (cuBLAS)
         record.update_meta(device=device_label(device), device_name=device_name(device))
         data = load_dataset(config)
         if data.source == BUNDLED_SOURCE and config.data.source.value == "auto":

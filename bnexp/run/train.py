@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from bnexp.run.checkpoint import Checkpointer, restore_training_state, training_state
 from bnexp.run.config import Config, eval_interval, log_interval, measure_interval
 from bnexp.run.data import InMemoryData, batch_indices, probe_sample
-from bnexp.run.device import apply_determinism, data_on, resolve_device
+from bnexp.run.device import configure_device, data_on, resolve_device
 from bnexp.run.layers import hidden_blocks
 from bnexp.run.losses import loss_spec, uses_accuracy
 from bnexp.run.measure import optimisation_cells
@@ -146,7 +146,7 @@ def train(
     network of row t = cfg.steps.
     """
     device = resolve_device(cfg.device.value)  # bnexp/run/device.py
-    apply_determinism(device, cfg.deterministic)
+    configure_device(device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
     # Built and initialised on the CPU, then moved: the same initial weights on any device.
     model = build_model(cfg, data.input_shape, data.num_outputs).to(device)

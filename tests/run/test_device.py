@@ -16,8 +16,8 @@ from bnexp.run import stats, tally
 from bnexp.run.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_atomic
 from bnexp.run.config import config_hash, validate
 from bnexp.run.device import (
-    apply_determinism,
     check_resume_device,
+    configure_device,
     data_on,
     device_label,
     device_name,
@@ -71,7 +71,7 @@ def test_device_and_deterministic_stay_out_of_the_config_hash():
 
 def test_determinism_switches_are_left_alone_on_the_cpu():
     before = torch.are_deterministic_algorithms_enabled()
-    apply_determinism(torch.device("cpu"), True)
+    configure_device(torch.device("cpu"), True)
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
