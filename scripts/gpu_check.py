@@ -6,9 +6,11 @@ same seed, on the bundled MNIST subset, through bnexp's Python API (bnexp.run: H
 API, not its command line). Then, for each model, compares the two runs' layers.csv and
 metrics.csv column by column and prints each device's training steps/s (meta.json's
 steps_per_second, after a short warm-up run per device so that CUDA's start and cuDNN's
-first-call setup are not timed). The last line on stdout is ONE JSON object with everything;
-the human-readable lines before it go to stderr. Exit status 0 when every compared cell agrees,
-1 when one does not. Where torch sees no CUDA device and cuda is asked for, it prints one
+first-call setup are not timed). It also runs each model twice on the first device with
+deterministic=true and checks that the two runs wrote the same CSV text (elapsed_s aside). The
+last line on stdout is ONE JSON object with everything;
+the human-readable lines before it go to stderr. Exit status 0 when every compared cell agrees
+and the deterministic reruns are identical, 1 otherwise. Where torch sees no CUDA device and cuda is asked for, it prints one
 "no CUDA device" line and exits 0.
 
 Tolerance. Both devices train on the same batches from the same initial weights (bnexp draws
@@ -41,8 +43,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -135,6 +139,33 @@ def run_once(overrides: list[str], device: str, steps: int, out: Path):
     return bnexp.run([*COMMON, *overrides, f"device={device}", f"steps={steps}"], out=out)
 
 
+def csv_cells(run_dir: Path, name: str) -> list[list[str]]:
+    """A CSV file's cells as written, without the elapsed_s column (wall time)."""
+    with open(run_dir / name, newline="") as f:
+        rows = list(csv.reader(f))
+    drop = rows[0].index("elapsed_s") if "elapsed_s" in rows[0] else None
+    return [[cell for i, cell in enumerate(row) if i != drop] for row in rows]
+
+
+def rerun_identical(overrides: list[str], device: str, steps: int, work: Path) -> dict:
+    """Two runs with deterministic=true on `device`: are their CSVs the same text?"""
+    dirs = [work / f"deterministic-{i}" for i in (1, 2)]
+    first, second = (run_once([*overrides, "deterministic=true"], device, steps, d) for d in dirs)
+    differing = differing_cells(first.path, second.path)
+    return {"device": device, "identical": differing == 0, "differing_cells": differing}
+
+
+def differing_cells(run_a: Path, run_b: Path) -> int:
+    """Cells of layers.csv and metrics.csv whose text differs (a missing row: all its cells)."""
+    differing = 0
+    for name in ("layers.csv", "metrics.csv"):
+        a, b = csv_cells(run_a, name), csv_cells(run_b, name)
+        longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+        differing += sum(len(row) for row in longer[len(shorter) :])
+        differing += sum(x != y for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b))
+    return differing
+
+
 def check_model(name: str, devices: list[str], steps: int, extra: list[str], work: Path) -> dict:
     from bnexp.rundir import LAYER_MEASURE_COLUMNS, LAYERS_COLUMNS
 
@@ -151,19 +182,23 @@ def check_model(name: str, devices: list[str], steps: int, extra: list[str], wor
     max_step = COMPARE_STEPS[name]
     layers = compare_frames(first.layers, second.layers, statistics, max_step=max_step)
     metrics = compare_frames(first.metrics, second.metrics, METRIC_COLUMNS, max_step=max_step)
+    rerun = rerun_identical(overrides, devices[0], steps, work / name)
+    print(f"gpu_check: {name} twice on {devices[0]} with deterministic=true: "
+          f"{'identical' if rerun['identical'] else 'DIFFERENT'}", file=sys.stderr)  # fmt: skip
     rates = [run.meta.get("steps_per_second") for run in runs]
     final_acc = [float(run.metrics["test_acc"].dropna().iloc[-1]) for run in runs]
     return {
         "overrides": overrides,
         "steps": steps,
         "compared_up_to_step": steps if max_step is None else min(max_step, steps),
-        "ok": layers["ok"] and metrics["ok"],
+        "ok": layers["ok"] and metrics["ok"] and rerun["identical"],
         "steps_per_s": rates,  # in --devices order
         "speedup": round(rates[0] / rates[1], 2) if all(rates) else None,  # first / second
         "final_test_acc": final_acc,
         "status": [run.status for run in runs],
         "layers_csv": layers,
         "metrics_csv": metrics,
+        "deterministic_rerun": rerun,
     }
 
 
@@ -183,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(devices) != 2:
         parser.error("--devices takes two devices, e.g. cuda,cpu")
 
+    # Before CUDA's first use in this process: cuBLAS reads it once (deterministic=true runs).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     import torch
 
     if "cuda" in devices and not torch.cuda.is_available():

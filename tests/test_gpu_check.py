@@ -70,6 +70,19 @@ def test_a_zero_column_allows_no_difference_and_max_step_limits_the_rows():
     assert result["ok"] and result["rows"] == 2
 
 
+def test_differing_cells_counts_text_differences_but_not_elapsed_s(tmp_path):
+    def write(run, metrics_rows, layers_rows):
+        run.mkdir()
+        (run / "metrics.csv").write_text("step,train_loss,elapsed_s\n" + metrics_rows)
+        (run / "layers.csv").write_text("step,layer,pre_std\n" + layers_rows)
+
+    write(tmp_path / "a", "0,2.3,0.1\n5,1.1,0.5\n", "0,1,0.5\n0,2,0.25\n")
+    write(tmp_path / "b", "0,2.3,0.9\n5,1.1,2.0\n", "0,1,0.5\n0,2,0.25\n")
+    assert gpu_check.differing_cells(tmp_path / "a", tmp_path / "b") == 0  # elapsed_s only
+    write(tmp_path / "c", "0,2.3,0.1\n5,1.10001,0.5\n", "0,1,0.5\n")
+    assert gpu_check.differing_cells(tmp_path / "a", tmp_path / "c") == 1 + 3  # a cell, a row
+
+
 def test_runs_that_logged_other_rows_disagree():
     result = gpu_check.compare_frames(frame([1.0] * 4), frame([1.0] * 4, steps=(0, 0, 6, 6)), [])
     assert not result["ok"] and "different rows" in result["error"]
@@ -101,6 +114,7 @@ def test_cpu_against_cpu_runs_the_whole_check_and_prints_one_json_line(tmp_path)
     assert mlp["layers_csv"]["rows"] == 7 * 10  # steps 0..6 (log_every 1) x 10 layers
     assert set(mlp["layers_csv"]["max_rel"].values()) == {0.0}
     assert mlp["metrics_csv"]["ok"] and len(mlp["steps_per_s"]) == 2
+    assert mlp["deterministic_rerun"] == {"device": "cpu", "identical": True, "differing_cells": 0}
     assert all(rate > 0 for rate in mlp["steps_per_s"])
     meta = json.loads((tmp_path / "runs" / "mlp-1-cpu" / "meta.json").read_text())
     assert meta["device"] == "cpu" and meta["config"]["device"] == "cpu"

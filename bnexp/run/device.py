@@ -93,8 +93,11 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
     longer measure what a CPU run measures (gradients of 1e-25 included).
 
     deterministic=true sets the cuBLAS workspace variable (unless already set),
-    torch.use_deterministic_algorithms(True) and cudnn.deterministic; false sets them back,
-    since a sweep worker process runs one job after another. cudnn.benchmark is off either way:
+    torch.use_deterministic_algorithms(True, warn_only=True) and cudnn.deterministic; false
+    sets them back, since a sweep worker process runs one job after another. warn_only: an op
+    with no deterministic CUDA kernel (PyTorch lists e.g. some of nll_loss's and histc) warns,
+    naming itself, instead of stopping the run; its sums may then still vary between reruns
+    (scripts/gpu_check.py reruns each model twice to find out). cudnn.benchmark is off either way:
     it times candidate convolution algorithms and keeps the fastest, which may differ between
     runs."""
     if device.type != "cuda":
@@ -110,7 +113,7 @@ def configure_device(device: torch.device, deterministic: bool) -> None:
             os.environ[CUBLAS_WORKSPACE_ENV] = CUBLAS_WORKSPACE_VALUE
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
 

@@ -105,7 +105,8 @@ class TensorBoardSink:
         self.writer.add_scalar(tag, float(value), step)
 
     def _histogram(self, tag: str, values: Tensor, step: int) -> None:
-        flat = values.detach().reshape(-1).float()
+        # On the CPU: torch's CUDA histc has no deterministic kernel (deterministic=true).
+        flat = values.detach().reshape(-1).float().cpu()
         if flat.numel() == 0:
             return
         low, high = (float(v) for v in torch.aminmax(flat))
