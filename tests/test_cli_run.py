@@ -113,7 +113,7 @@ def test_divergence_exits_zero_and_is_recorded(tmp_path):
 def test_ctrl_c_marks_the_run_interrupted_and_keeps_valid_csvs(tmp_path):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
-        [sys.executable, "-m", "bnexp", "run", *TINY, "steps=1000000", "log_every=50", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-X", "faulthandler", "-m", "bnexp", "run", *TINY, "steps=1000000", "log_every=50", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.time() + 120
@@ -123,7 +123,12 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_valid_csvs(tmp_path):
             break
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hang after Ctrl-C: fail with where every thread is
+        process.send_signal(signal.SIGABRT)  # faulthandler prints each thread's stack
+        _, stderr = process.communicate(timeout=60)
+        pytest.fail(f"the run did not stop within 60 s of SIGINT; its stacks:\n{stderr[-6000:]}")
     assert process.returncode != 0
     assert "Traceback" not in stderr
     meta = json.loads((run_dir / "meta.json").read_text())
