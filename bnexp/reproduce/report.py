@@ -86,6 +86,8 @@ def data_text(sources: list[dict[str, Any]], short: bool = False) -> str:
                     "Results on 5,000 images differ from results on the full 70,000: accuracies are lower and noisier "
                     "(one test image = 0.1 point)"
                 )
+        elif name.startswith("none"):  # a procedure that reads no dataset: say so, not data=
+            texts.append(f"no dataset {name[len('none') :].strip()}".strip())
         else:
             dataset = dataset_title(source.get("data"))
             texts.append(

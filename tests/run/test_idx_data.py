@@ -298,6 +298,11 @@ def test_captions_and_reports_name_the_dataset_and_its_source():
         report
         == "Fashion-MNIST: 60,000 train / 10,000 test (source: debian:/usr/share/datasets/fashion-mnist)"
     )
+    # a procedure that reads no dataset (bn-backward's random inputs) is not called Fashion-MNIST
+    assert (
+        data_text([{"data": "fashion_mnist", "data_source": "none (random inputs)"}])
+        == "no dataset (random inputs)"
+    )
     assert "BUNDLED MNIST SUBSET" in data_text(
         [
             {
