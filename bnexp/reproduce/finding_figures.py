@@ -582,7 +582,7 @@ def batch_size(ctx: FigureContext) -> Figure:
     fig, axes = style.new_figure(1, 2, width=6.5, panel_height=2.4)
     ax_a, ax_b = axes[0]
     runs = ctx.tables.runs
-    drawn = False
+    drawn = []  # the labels of the norms that have runs (the title names only those)
     if not runs.empty and "batch_size" in runs and "norm" in runs:
         for norm, (color, marker, label) in NORM_LOOK.items():
             points = []
@@ -593,7 +593,7 @@ def batch_size(ctx: FigureContext) -> Figure:
                 if errors:
                     points.append((size, np.mean(errors), min(errors), max(errors)))
             if points:
-                drawn = True
+                drawn.append(label)
                 sizes, mean, low, high = map(np.array, zip(*points, strict=True))
                 ax_a.errorbar(
                     sizes,
@@ -639,8 +639,10 @@ def batch_size(ctx: FigureContext) -> Figure:
         "last 3 test accuracies; seed mean, bars = min-max over seeds.",
         *ctx.caption,
     ]
+    shown = drawn or [label for _, _, label in NORM_LOOK.values()]
+    names = ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1]
     return decorate(
-        fig, "Test error vs batch size for BN, GroupNorm, LayerNorm and no norm", caption
+        fig, f"Test error vs batch size for {names.replace('BatchNorm', 'BN')}", caption
     )
 
 

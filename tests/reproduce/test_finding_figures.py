@@ -337,3 +337,18 @@ def test_gradient_flow_draws_the_published_hidden_layers_only():
     assert len(published) == 2
     for line in published:
         assert list(line.get_xdata()) == list(range(1, 11))
+
+
+def test_batch_size_title_names_only_the_norms_that_have_runs():
+    """A sweep of the claims' norms only (norm=batch,group, as on Fashion-MNIST) is not titled
+    with LayerNorm and no norm; the full grid is."""
+    finding = finding_of("batch_size")
+
+    def title(norms):
+        tables = synthetic_tables({"norm": norms, "batch_size": [2, 8, 32]})
+        return FIGURES["batch_size"](FigureContext(tables, finding, [])).texts[0].get_text()
+
+    assert title(["batch", "group"]) == "Test error vs batch size for BN and GroupNorm"
+    assert title(["batch", "group", "layer", "none"]).endswith(
+        "BN, GroupNorm, LayerNorm and no norm"
+    )
