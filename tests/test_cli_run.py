@@ -115,6 +115,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_valid_csvs(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "bnexp", "run", *TINY, "steps=1000000", "log_every=50", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background (`cmd &` without job control) inherits SIGINT as
+        # ignored, and Python then never raises KeyboardInterrupt: give the run the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline:
