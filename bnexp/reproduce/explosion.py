@@ -99,10 +99,6 @@ def explosion(configs: list[Config]) -> ProcedureResult:
             trained.append(trained_accuracy(cfg, data))
     step0_table = pd.DataFrame(step0, columns=[*TRAINED_COLUMNS[:6], "layer", *STEP0_COLUMNS])
     trained_table = pd.DataFrame(trained, columns=TRAINED_COLUMNS)
-    return ProcedureResult(
-        {"step0_layers": step0_table, "trainability": trained_table},
-        data.source if data is not None else "none",
-        len(data.y_train) if data is not None else 0,
-        len(data.y_test) if data is not None else 0,
-        notes,
+    return ProcedureResult.of_data(
+        {"step0_layers": step0_table, "trainability": trained_table}, data, notes
     )

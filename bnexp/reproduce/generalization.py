@@ -83,10 +83,6 @@ def train_test_gap(configs: list[Config]):
             )
             continue
         rows.append(gap_row(cfg, outcome.model, data))
-    return ProcedureResult(
-        {"generalization": pd.DataFrame(rows, columns=GAP_COLUMNS)},
-        data.source if data is not None else "none",
-        len(data.y_train) if data is not None else 0,
-        len(data.y_test) if data is not None else 0,
-        notes,
+    return ProcedureResult.of_data(
+        {"generalization": pd.DataFrame(rows, columns=GAP_COLUMNS)}, data, notes
     )

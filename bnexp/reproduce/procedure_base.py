@@ -20,6 +20,15 @@ class ProcedureResult:
     test_size: int
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of_data(
+        cls, tables: dict[str, pd.DataFrame], data: InMemoryData | None, notes: list[str]
+    ) -> ProcedureResult:
+        """The result of a procedure that trained on `data` (None: no config loaded any)."""
+        if data is None:
+            return cls(tables, "none", 0, 0, notes)
+        return cls(tables, data.source, len(data.y_train), len(data.y_test), notes)
+
 
 def _load(cfg: Config, cache: dict) -> InMemoryData:
     key = (

@@ -136,9 +136,7 @@ def running_stats(configs: list[Config]) -> ProcedureResult:
                 }
             )
     table = pd.DataFrame(rows, columns=["seed", "eval_batch_size", "mode", "accuracy", "images"])
-    return ProcedureResult(
-        {"eval_batch_size": table}, data.source, len(data.y_train), len(data.y_test), notes
-    )
+    return ProcedureResult.of_data({"eval_batch_size": table}, data, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,9 +253,7 @@ def scale_invariance(configs: list[Config]) -> ProcedureResult:
         f"(a·σ_min = sqrt(eps) at a = {math.sqrt(layer_eps) / sigma_min:.3g})"
     ]
     table = pd.DataFrame(rows, columns=["check", "layer", "a", "eps", "rel_error", "a_sigma_min"])
-    return ProcedureResult(
-        {"scale_invariance": table}, data.source, len(data.y_train), len(data.y_test), notes
-    )
+    return ProcedureResult.of_data({"scale_invariance": table}, data, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,12 +381,8 @@ def running_average(configs: list[Config]) -> ProcedureResult:
                 )
     lag = pd.DataFrame(rows, columns=["seed", "momentum", "step", "mode", "accuracy"])
     checks = pd.DataFrame(_running_average_check_rows())
-    return ProcedureResult(
-        {"momentum_lag": lag, "running_average_checks": checks},
-        data.source if data is not None else "none",
-        len(data.y_train) if data is not None else 0,
-        len(data.y_test) if data is not None else 0,
-        notes,
+    return ProcedureResult.of_data(
+        {"momentum_lag": lag, "running_average_checks": checks}, data, notes
     )
 
 
