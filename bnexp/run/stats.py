@@ -7,9 +7,9 @@ column in bnexp/rundir.py's contract, which a test holds equal to LAYER_STATS).
 Each function takes one tensor per hidden layer and returns a (layers × k) tensor, so that the
 caller moves everything to the host once per log step (one `.tolist()`), never one `.item()`
 per number. The tables live on the device of the tensors they describe (a GPU run's statistics
-are computed there); a missing value is a NaN made on that device. When every layer's tensor has the same shape (an MLP of constant width), the
-layers are stacked and each statistic is a single batched op: a log step then costs a few
-dozen kernel launches whatever the depth.
+are computed there); a missing value is a NaN made on that device. When every layer's tensor
+has the same shape (an MLP of constant width), the layers are stacked and each statistic is a
+single batched op: a log step then costs a few dozen kernel launches whatever the depth.
 """
 
 from __future__ import annotations
