@@ -38,12 +38,6 @@ def loss_spec(name: str) -> LossSpec:
     return LOSSES[name]
 
 
-def summed_loss(name: str, outputs: Tensor, targets: Tensor) -> float:
-    """The loss of a chunk summed over its terms (chunks add up to a whole set's mean)."""
-    spec = loss_spec(name)
-    return float(spec.fn(outputs, targets, reduction="sum"))
-
-
 def uses_accuracy(name: str) -> bool:
     """Whether accuracy means anything for this loss's targets (class labels)."""
     return loss_spec(name).task == CLASSIFICATION

@@ -69,21 +69,21 @@ def evaluate(
     without classes) in eval mode, i.e. with the norms' running statistics."""
     was_training = model.training
     model.eval()
-    spec = loss_spec(loss)
+    spec, with_accuracy = loss_spec(loss), uses_accuracy(loss)
     sums, corrects, terms = [], [], 0  # per chunk, read from the device at the end, at once
     for start in range(0, len(data.y_test), chunk):
         x = data.test_inputs[start : start + chunk]
         y = data.y_test[start : start + chunk]
         outputs = model(x)
-        sums.append(spec.fn(outputs, y, reduction="sum"))  # losses.summed_loss, unread
+        sums.append(spec.fn(outputs, y, reduction="sum"))  # the chunk's summed loss, unread
         terms += spec.elements(y)
-        if uses_accuracy(loss):
+        if with_accuracy:
             corrects.append((outputs.argmax(1) == y).sum())
     model.train(was_training)
     loss_sum = 0.0
     for value in torch.stack(sums).tolist():  # in chunk order: float32 sums added in float64
         loss_sum += value
-    if not uses_accuracy(loss):
+    if not with_accuracy:
         return loss_sum / terms, None
     return loss_sum / terms, sum(torch.stack(corrects).tolist()) / len(data.y_test)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from bnexp.errors import UserError
 from bnexp.run.config import config_hash, validate
-from bnexp.run.losses import summed_loss
+from bnexp.run.losses import loss_spec
 from bnexp.run.synthetic import gaussian_regression
 from bnexp.run.train import evaluate
 from bnexp.rundir import SYNTHETIC_SOURCE
@@ -58,7 +58,9 @@ def test_mse_and_the_test_loss_against_hand_computations():
     outputs = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
     targets = torch.tensor([[0.0, 2.0], [1.0, 1.0], [3.0, -0.5]])
     by_hand = (1 + 0 + 1 + 4 + 0 + 1) / 6  # mean over 3 samples x 2 outputs
-    assert summed_loss("mse", outputs, targets) == pytest.approx(by_hand * 6)
+    summed = loss_spec("mse").fn(outputs, targets, reduction="sum")  # what evaluate() sums
+    assert float(summed) == pytest.approx(by_hand * 6)
+    assert float(loss_spec("mse").fn(outputs, targets)) == pytest.approx(by_hand)
     data = gaussian_regression(3, 2, 10, 7, seed=3)
     model = nn.Linear(3, 2)
     loss, accuracy = evaluate(model, data, chunk=3, loss="mse")  # chunks of 3, 3 and 1
